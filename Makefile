@@ -1,0 +1,50 @@
+# The README's two commands are `make run` and `make test`; everything else is a step of them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export GOTOOLCHAIN := local
+
+.PHONY: run test venv system-tools binaries lint typecheck pytest format clean
+
+## run: start the local control plane (built from source on first use) until Ctrl-C
+run: venv binaries
+	PYTHONPATH=hack $(BIN)/python -m devcluster
+
+## test: lint, type-check and run the whole suite against a real local kube-apiserver
+test: venv system-tools binaries lint typecheck pytest
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+system-tools:
+	hack/install-system-tools.sh
+
+binaries:
+	hack/controlplane/build.sh
+
+lint: venv
+	$(BIN)/ruff check operator tests hack
+	$(BIN)/ruff format --check operator tests hack
+	$(BIN)/lint-imports
+
+typecheck: venv
+	$(BIN)/mypy
+
+# pytest exits 5 when it collected nothing: that is a broken suite, not a pass.
+pytest: venv
+	@set +e; $(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing the run" >&2; exit 1; fi; \
+	exit $$rc
+
+format: venv
+	$(BIN)/ruff format operator tests hack
+	$(BIN)/ruff check --fix operator tests hack
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,248 @@
+"""A small asyncio client for the Kubernetes API: JSON in, JSON out, errors with names.
+
+Why not the official ``kubernetes`` client for the calls: it is synchronous, and it turns every
+object into generated model classes, which costs more than the network at 10,000 Secrets. We
+do use it for what it is best at, reading credentials (kubeconfig files, exec plugins, the
+in-cluster service-account token and its rotation), and send requests with aiohttp, which kopf
+already brings. Objects stay plain dicts, the way kopf hands them to handlers.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal, Self
+from urllib.parse import quote, urlencode
+
+import aiohttp
+
+JsonObject = dict[str, Any]
+PatchType = Literal["merge", "json", "strategic"]
+
+_PATCH_CONTENT_TYPES: Mapping[PatchType, str] = {
+    "merge": "application/merge-patch+json",
+    "json": "application/json-patch+json",
+    "strategic": "application/strategic-merge-patch+json",
+}
+
+
+class ApiError(Exception):
+    """A non-2xx answer from kube-apiserver, with the Status object's reason and message."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+class NotFound(ApiError):
+    """404: the object (or its namespace) does not exist."""
+
+
+class Conflict(ApiError):
+    """409: a resourceVersion precondition failed, or the object already exists."""
+
+
+class Invalid(ApiError):
+    """422: the server rejected the object, e.g. a failed JSON-patch ``test`` operation."""
+
+
+_ERRORS: Mapping[int, type[ApiError]] = {404: NotFound, 409: Conflict, 422: Invalid}
+
+
+def resource_path(
+    *,
+    api_version: str,
+    plural: str,
+    namespace: str | None = None,
+    name: str | None = None,
+    subresource: str | None = None,
+) -> str:
+    """The URL path of a collection or object: ``/api/v1/namespaces/ns/secrets/name``."""
+    prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    parts = [prefix]
+    if namespace is not None:
+        parts.append(f"namespaces/{quote(namespace, safe='')}")
+    parts.append(plural)
+    if name is not None:
+        parts.append(quote(name, safe=""))
+    if subresource is not None:
+        parts.append(subresource)
+    return "/".join(parts)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Where the API server is, how to trust it, and who we are to it."""
+
+    server: str
+    ssl_context: ssl.SSLContext | bool
+    """An SSLContext, or False when the kubeconfig says insecure-skip-tls-verify."""
+    _source: Any = None
+    """The kubernetes.client.Configuration behind it, asked again for rotating tokens."""
+
+    def authorization(self) -> str | None:
+        cfg = self._source
+        if cfg is None:
+            return None
+        if cfg.refresh_api_key_hook is not None:
+            cfg.refresh_api_key_hook(cfg)
+        value = cfg.get_api_key_with_prefix("authorization")
+        return str(value) if value else None
+
+
+def load_credentials(kubeconfig: str | None = None, context: str | None = None) -> Credentials:
+    """Read credentials the way kubectl does: an explicit kubeconfig, $KUBECONFIG, ~/.kube/config,
+    or the in-cluster service account when none of those exists."""
+    # Imported late: the official client is heavy to import, and only needed here.
+    from kubernetes import client as kclient  # noqa: PLC0415
+    from kubernetes import config as kconfig  # noqa: PLC0415
+
+    cfg = kclient.Configuration()
+    try:
+        kconfig.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg)  # type: ignore[no-untyped-call]
+    except kconfig.ConfigException:
+        if kubeconfig is not None:
+            raise
+        kconfig.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+    context_or_off: ssl.SSLContext | bool
+    if cfg.verify_ssl:
+        ctx = ssl.create_default_context(cafile=cfg.ssl_ca_cert)
+        if cfg.cert_file:
+            ctx.load_cert_chain(cfg.cert_file, cfg.key_file)
+        context_or_off = ctx
+    else:
+        context_or_off = False
+    return Credentials(server=cfg.host.rstrip("/"), ssl_context=context_or_off, _source=cfg)
+
+
+class ApiClient:
+    """One connection pool to one API server. Use as ``async with ApiClient(creds) as api``."""
+
+    def __init__(
+        self,
+        credentials: Credentials,
+        *,
+        timeout: float = 30.0,
+        connections: int = 32,
+        user_agent: str = "ocsp-stapler",
+    ) -> None:
+        self._creds = credentials
+        self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=10)
+        self._connections = connections
+        self._user_agent = user_agent
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Self:
+        connector = aiohttp.TCPConnector(limit=self._connections, ssl=self._creds.ssl_context)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=self._timeout,
+            headers={"User-Agent": self._user_agent, "Accept": "application/json"},
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _headers(self, content_type: str | None = None) -> dict[str, str]:
+        headers = {}
+        auth = self._creds.authorization()
+        if auth:
+            headers["Authorization"] = auth
+        if content_type:
+            headers["Content-Type"] = content_type
+        return headers
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        content_type: str = "application/json",
+        params: Mapping[str, str] | None = None,
+    ) -> JsonObject:
+        """Send one request; return the decoded JSON answer or raise ApiError."""
+        if self._session is None:
+            raise RuntimeError("ApiClient used outside 'async with'")
+        url = self._creds.server + path
+        if params:
+            url += "?" + urlencode(params)
+        data = None if body is None else json.dumps(body).encode()
+        headers = self._headers(content_type if data is not None else None)
+        async with self._session.request(method, url, data=data, headers=headers) as resp:
+            payload = await resp.read()
+            if resp.status >= 400:
+                raise _error_from(resp.status, payload)
+            return json.loads(payload) if payload else {}
+
+    async def get(self, path: str, **params: str) -> JsonObject:
+        return await self.request("GET", path, params=params or None)
+
+    async def create(self, path: str, body: JsonObject) -> JsonObject:
+        return await self.request("POST", path, body=body)
+
+    async def replace(self, path: str, body: JsonObject) -> JsonObject:
+        return await self.request("PUT", path, body=body)
+
+    async def patch(self, path: str, body: Any, *, patch_type: PatchType = "merge") -> JsonObject:
+        return await self.request(
+            "PATCH", path, body=body, content_type=_PATCH_CONTENT_TYPES[patch_type]
+        )
+
+    async def delete(self, path: str) -> JsonObject:
+        return await self.request("DELETE", path)
+
+    async def watch(
+        self, path: str, *, resource_version: str | None = None, timeout_seconds: int = 300
+    ) -> AsyncIterator[JsonObject]:
+        """Yield watch events ``{"type": ..., "object": ...}`` until the server ends the stream.
+
+        Bookmarks are asked for, so that a caller can resume from a recent resourceVersion.
+        A 410 Gone (resourceVersion too old) arrives as an ERROR event; the caller re-lists.
+        """
+        if self._session is None:
+            raise RuntimeError("ApiClient used outside 'async with'")
+        params = {
+            "watch": "true",
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(timeout_seconds),
+        }
+        if resource_version:
+            params["resourceVersion"] = resource_version
+        url = f"{self._creds.server}{path}?{urlencode(params)}"
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=timeout_seconds + 30)
+        async with self._session.get(url, headers=self._headers(), timeout=timeout) as resp:
+            if resp.status >= 400:
+                raise _error_from(resp.status, await resp.read())
+            while True:
+                line = await resp.content.readline()
+                if not line:
+                    return
+                if line.strip():
+                    yield json.loads(line)
+
+
+def _error_from(status: int, payload: bytes) -> ApiError:
+    reason, message = "", payload.decode(errors="replace")[:500]
+    try:
+        doc = json.loads(payload)
+        reason, message = str(doc.get("reason", "")), str(doc.get("message", message))
+    except (ValueError, AttributeError):
+        pass
+    return _ERRORS.get(status, ApiError)(status, reason, message)
