@@ -1,13 +1,202 @@
-"""The ``ocsp-stapler`` command line: one click group, one sub-command per job."""
+"""The ``ocsp-stapler`` command line: one click group, one sub-command per job.
+
+``check`` and ``verify`` are how users debug a certificate or a staple taken out of a
+Secret. Both exit 0 for good, 1 for revoked, 3 for unknown and 2 for any failure (with a
+one-line reason on stderr), so scripts can branch on the verdict.
+"""
 
 from __future__ import annotations
+
+import asyncio
+import datetime
+import sys
+from pathlib import Path
 
 import click
 
 from ocsp_stapler import __version__
+from ocsp_stapler.net.destinations import DestinationGuard
+from ocsp_stapler.net.fetching import FetchSettings, HttpFetcher
+from ocsp_stapler.ocsp.chains import Chain, assemble_chain, find_issuer, parse_pem_certificates
+from ocsp_stapler.ocsp.errors import IssuerNotFound, OCSPError
+from ocsp_stapler.ocsp.responses import VerifyPolicy, cert_id_in, verify_response
+from ocsp_stapler.ocsp.schedules import RefreshPolicy
+from ocsp_stapler.ocsp.stapling import Fetched, StaplingConfig, obtain_staple
+from ocsp_stapler.reports import EXIT_FAILED, Report, refresh_decision
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _emit(report: Report, as_json: bool) -> None:
+    if as_json:
+        click.echo(report.as_json())
+    else:
+        click.echo(report.as_text())
+    if report.error is not None:
+        click.echo(f"ocsp-stapler: {report.error}", err=True)
+    sys.exit(report.exit_code)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        click.echo(f"ocsp-stapler: cannot read {path}: {exc.strerror}", err=True)
+        sys.exit(EXIT_FAILED)
+
+
+def _failed(error: OCSPError, as_json: bool, url: str | None = None) -> None:
+    _emit(Report(staple=None, error=error, responder_url=url, refresh=None), as_json)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ocsp-stapler")
 def main() -> None:
     """Keep verified OCSP staples in Kubernetes TLS Secrets, and serve them."""
+
+
+@main.command()
+@click.argument("chain", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--issuer",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Issuer certificate (PEM), when CHAIN does not carry it.",
+)
+@click.option("--url", help="Responder URL; overrides the certificate's AIA OCSP URLs.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the verified response (DER) here.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--hash",
+    "hash_name",
+    type=click.Choice(["sha1", "sha256"]),
+    default="sha1",
+    show_default=True,
+    help="CertID hash algorithm.",
+)
+@click.option("--nonce", is_flag=True, help="Send a nonce (most CA responders ignore it).")
+@click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds in all.")
+@click.option("--proxy", help="HTTP proxy URL (HTTP_PROXY/HTTPS_PROXY/NO_PROXY apply otherwise).")
+@click.option("--deny-cidr", multiple=True, help="Refuse responders in this range (repeatable).")
+@click.option("--allow-cidr", multiple=True, help="Allow responders only in these ranges.")
+def check(
+    *,
+    chain: Path,
+    issuer: Path | None,
+    url: str | None,
+    out: Path | None,
+    as_json: bool,
+    hash_name: str,
+    nonce: bool,
+    timeout: float,
+    proxy: str | None,
+    deny_cidr: tuple[str, ...],
+    allow_cidr: tuple[str, ...],
+) -> None:
+    """Fetch and verify an OCSP response for the leaf of CHAIN (PEM, leaf first)."""
+    try:
+        guard = DestinationGuard.from_lists(allow=allow_cidr, deny=deny_cidr)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    settings = FetchSettings(
+        total_timeout=timeout, connect_timeout=min(5.0, timeout), proxy=proxy, guard=guard
+    )
+    config = StaplingConfig(hash_name="sha256" if hash_name == "sha256" else "sha1", nonce=nonce)
+    try:
+        parsed = assemble_chain(_read(chain), _read(issuer) if issuer else None)
+        fetched = asyncio.run(_fetch(parsed, settings, config, url))
+    except OCSPError as exc:
+        _failed(exc, as_json, url)
+        return
+    if out is not None:
+        out.write_bytes(fetched.staple.der)
+    report = Report(
+        staple=fetched.staple,
+        error=None,
+        responder_url=fetched.responder_url,
+        refresh=refresh_decision(fetched.staple, _now(), RefreshPolicy()),
+    )
+    _emit(report, as_json)
+
+
+async def _fetch(
+    chain: Chain, settings: FetchSettings, config: StaplingConfig, url: str | None
+) -> Fetched:
+    async with HttpFetcher(settings) as fetch:
+        return await obtain_staple(chain, fetch=fetch, clock=_now, config=config, override_url=url)
+
+
+@main.command()
+@click.option(
+    "--response",
+    "response_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The OCSP response (DER), e.g. a Secret's tls.ocsp-staple.",
+)
+@click.option(
+    "--cert",
+    "cert_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The certificate (PEM); a chain with its issuer after it is fine.",
+)
+@click.option(
+    "--issuer",
+    "issuer_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Issuer certificate (PEM), when --cert does not carry it.",
+)
+@click.option(
+    "--at",
+    "at",
+    type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
+    help="Check as of this time (ISO 8601; UTC when no offset).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--allow-no-next-update", is_flag=True, help="Accept responses without nextUpdate.")
+def verify(
+    *,
+    response_path: Path,
+    cert_path: Path,
+    issuer_path: Path | None,
+    at: datetime.datetime | None,
+    as_json: bool,
+    allow_no_next_update: bool,
+) -> None:
+    """Verify an existing OCSP response offline against its certificate."""
+    now = _now() if at is None else (at if at.tzinfo else at.replace(tzinfo=datetime.UTC))
+    der = _read(response_path)
+    try:
+        certs = parse_pem_certificates(_read(cert_path), what=str(cert_path))
+        leaf = certs[0]
+        candidates = certs[1:]
+        if issuer_path is not None:
+            candidates += parse_pem_certificates(_read(issuer_path), what=str(issuer_path))
+        issuer = find_issuer(leaf, candidates)
+        if issuer is None:
+            raise IssuerNotFound("no issuer for the certificate: pass --issuer ISSUER.pem")
+        staple = verify_response(
+            der,
+            cert_id=cert_id_in(der, leaf, issuer),
+            issuer=issuer,
+            now=now,
+            policy=VerifyPolicy(require_next_update=not allow_no_next_update),
+        )
+    except OCSPError as exc:
+        _failed(exc, as_json)
+        return
+    _emit(
+        Report(
+            staple=staple,
+            error=None,
+            responder_url=None,
+            refresh=refresh_decision(staple, now, RefreshPolicy()),
+        ),
+        as_json,
+    )

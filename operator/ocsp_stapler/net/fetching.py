@@ -1,0 +1,210 @@
+"""The HTTP fetcher the OCSP domain is given: aiohttp with every limit a hostile URL needs.
+
+Limits (all in ``FetchSettings``): http/https only; connect and total timeouts (5 s, 10 s);
+a body cap (64 KiB) enforced while reading, so a trickling or endless body costs at most that;
+at most 3 redirects, never to another scheme, each hop guarded again; the destination guard
+on every resolved address; an HTTP proxy from settings or from HTTP_PROXY/HTTPS_PROXY with
+NO_PROXY honoured (nginx, HAProxy and ingress-nginx cannot use one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import urllib.request
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Self
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
+
+from ocsp_stapler import __version__
+from ocsp_stapler.net.destinations import DestinationGuard
+from ocsp_stapler.ocsp.errors import DestinationRefused, FetchFailed
+from ocsp_stapler.ocsp.transport import HttpRequest, HttpResponse
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+@dataclass(frozen=True)
+class FetchSettings:
+    connect_timeout: float = 5.0
+    """Seconds to establish a connection (TCP and TLS)."""
+    total_timeout: float = 10.0
+    """Seconds for a whole exchange, redirects included: a trickling responder ends here."""
+    max_body: int = 64 * 1024
+    """Bytes; a larger answer is refused (OCSP responses are 1-4 KiB)."""
+    max_redirects: int = 3
+    proxy: str | None = None
+    """http://[user:pass@]host:port for all responders; else HTTP_PROXY/HTTPS_PROXY apply."""
+    use_environment_proxy: bool = True
+    guard: DestinationGuard = field(default_factory=DestinationGuard)
+
+
+class GuardedResolver(AbstractResolver):
+    """Resolves names, then drops every address the guard refuses (before any connect)."""
+
+    def __init__(self, guard: DestinationGuard, exempt: frozenset[str] = frozenset()) -> None:
+        self._guard = guard
+        self._exempt = exempt
+        self._inner = aiohttp.ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        if host in self._exempt:
+            return results
+        allowed, refused = [], []
+        for result in results:
+            try:
+                self._guard.check_address(result["host"])
+            except DestinationRefused as exc:
+                refused.append(exc.message)
+                continue
+            allowed.append(result)
+        if not allowed:
+            raise DestinationRefused(
+                f"{host}: " + "; ".join(refused or ["no address"]), retryable=False
+            )
+        return allowed
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def _no_proxy(host: str) -> bool:
+    """NO_PROXY as urllib reads it (exact hosts, domain suffixes, '*')."""
+    bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+    return bool(bypass(host))
+
+
+def _proxy_for(url: URL, settings: FetchSettings) -> str | None:
+    host = url.host or ""
+    if settings.use_environment_proxy and _no_proxy(host):
+        return None
+    if settings.proxy:
+        return settings.proxy
+    if settings.use_environment_proxy:
+        return urllib.request.getproxies_environment().get(url.scheme)
+    return None
+
+
+class HttpFetcher:
+    """``async with HttpFetcher(settings) as fetch: await fetch(HttpRequest(...))``.
+
+    One connection pool for all responders; safe to share between many concurrent fetches.
+    """
+
+    def __init__(self, settings: FetchSettings | None = None) -> None:
+        self.settings = settings or FetchSettings()
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Self:
+        exempt: frozenset[str] = frozenset()
+        if self.settings.proxy:
+            exempt = frozenset({URL(self.settings.proxy).host or ""})
+        resolver = GuardedResolver(self.settings.guard, exempt)
+        connector = aiohttp.TCPConnector(resolver=resolver, limit=64, ttl_dns_cache=60)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            trust_env=False,  # proxies are chosen per request in _proxy_for
+            headers={"User-Agent": f"ocsp-stapler/{__version__}"},
+            timeout=aiohttp.ClientTimeout(
+                total=self.settings.total_timeout, sock_connect=self.settings.connect_timeout
+            ),
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def __call__(self, request: HttpRequest) -> HttpResponse:
+        if self._session is None:
+            raise RuntimeError("HttpFetcher used outside 'async with'")
+        try:
+            async with asyncio.timeout(self.settings.total_timeout):
+                return await self._follow(self._session, request)
+        except TimeoutError:
+            raise FetchFailed(
+                f"{request.url[:200]}: no complete answer within {self.settings.total_timeout:g} s"
+            ) from None
+
+    async def _follow(self, session: aiohttp.ClientSession, request: HttpRequest) -> HttpResponse:
+        url = URL(request.url, encoded=True)
+        scheme = url.scheme
+        for _hop in range(self.settings.max_redirects + 1):
+            self.settings.guard.check_url(str(url))
+            proxy = _proxy_for(url, self.settings)
+            if proxy and url.host:
+                await self._check_through_proxy(url.host)
+            try:
+                async with session.request(
+                    request.method,
+                    url,
+                    data=request.body,
+                    headers=dict(request.headers),
+                    allow_redirects=False,
+                    proxy=proxy,
+                ) as resp:
+                    if resp.status in _REDIRECTS:
+                        location = resp.headers.get("Location")
+                        if not location:
+                            raise FetchFailed(f"{url}: HTTP {resp.status} without Location")
+                        url = resp.url.join(URL(location))
+                        if url.scheme != scheme:
+                            raise DestinationRefused(
+                                f"redirect from {scheme} to {url.scheme or 'none'} refused",
+                                retryable=False,
+                            )
+                        continue
+                    return await self._answer(resp, request)
+            except TimeoutError:
+                raise  # reported once, with the configured limit, by __call__
+            except aiohttp.InvalidURL as exc:
+                raise FetchFailed(f"invalid URL: {exc}") from None
+            except aiohttp.ClientConnectorError as exc:
+                raise FetchFailed(f"{url}: cannot connect: {exc.os_error}") from None
+            except aiohttp.ClientError as exc:
+                raise FetchFailed(f"{url}: {type(exc).__name__}: {exc}") from None
+        raise FetchFailed(f"{request.url[:200]}: more than {self.settings.max_redirects} redirects")
+
+    async def _check_through_proxy(self, host: str) -> None:
+        """With a proxy the proxy resolves the name; we still refuse names that resolve inward."""
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        except OSError:
+            return  # only the proxy can resolve it: nothing more to check here
+        for info in infos:
+            self.settings.guard.check_address(str(info[4][0]))
+
+    async def _answer(self, resp: aiohttp.ClientResponse, request: HttpRequest) -> HttpResponse:
+        cap = self.settings.max_body
+        if resp.content_length is not None and resp.content_length > cap:
+            raise FetchFailed(f"{resp.url}: body of {resp.content_length} bytes exceeds {cap}")
+        if resp.status != 200:
+            return HttpResponse(
+                status=resp.status, content_type=resp.content_type, body=b"", url=str(resp.url)
+            )
+        if request.accept and resp.content_type != request.accept:
+            raise FetchFailed(
+                f"{resp.url}: content type {resp.content_type!r}, expected {request.accept!r}"
+            )
+        body = bytearray()
+        async for chunk in resp.content.iter_chunked(16 * 1024):
+            body += chunk
+            if len(body) > cap:
+                raise FetchFailed(f"{resp.url}: body exceeds {cap} bytes")
+        return HttpResponse(
+            status=200, content_type=resp.content_type, body=bytes(body), url=str(resp.url)
+        )

@@ -1,0 +1,145 @@
+"""OCSP requests: the CertID that names our certificate, and how it travels over HTTP.
+
+RFC 6960 Appendix A and RFC 5019: a request whose base64 form is at most 255 bytes goes as
+``GET {url}/{urlencoded base64}`` so that CDNs in front of responders can cache it; a longer
+one goes as ``POST application/ocsp-request``. A responder that refuses the GET gets the POST.
+No nonce by default: responders that pre-sign (all large CAs) ignore it, and a nonce defeats
+caching; it is available for responders that demand one.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import quote
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509 import ocsp
+
+from ocsp_stapler.ocsp.transport import OCSP_REQUEST_TYPE, HttpRequest
+
+HashName = Literal["sha1", "sha256"]
+MAX_GET_LENGTH = 255
+
+_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
+    "sha1": hashes.SHA1,
+    "sha256": hashes.SHA256,
+    "sha384": hashes.SHA384,
+    "sha512": hashes.SHA512,
+}
+
+
+def _digest(algorithm: hashes.HashAlgorithm, data: bytes) -> bytes:
+    h = hashes.Hash(algorithm)
+    h.update(data)
+    return h.finalize()
+
+
+def _der_header(data: bytes, offset: int) -> tuple[int, int]:
+    """(offset of the content, content length) of the DER element starting at ``offset``."""
+    first = data[offset + 1]
+    if first < 0x80:
+        return offset + 2, first
+    count = first & 0x7F
+    length = int.from_bytes(data[offset + 2 : offset + 2 + count], "big")
+    return offset + 2 + count, length
+
+
+def public_key_bits(cert: x509.Certificate) -> bytes:
+    """The subjectPublicKey BIT STRING's bits (what CertID and ResponderID byKey hash)."""
+    spki = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    start, _ = _der_header(spki, 0)  # SubjectPublicKeyInfo SEQUENCE
+    alg_start, alg_len = _der_header(spki, start)  # AlgorithmIdentifier
+    bits_start, bits_len = _der_header(spki, alg_start + alg_len)  # BIT STRING
+    return spki[bits_start + 1 : bits_start + bits_len]  # skip the unused-bits octet
+
+
+@dataclass(frozen=True)
+class CertID:
+    """What an OCSP response must echo back for it to be about our certificate."""
+
+    hash_algorithm: str
+    issuer_name_hash: bytes
+    issuer_key_hash: bytes
+    serial_number: int
+
+    @classmethod
+    def for_serial(
+        cls, issuer: x509.Certificate, serial_number: int, hash_name: str = "sha1"
+    ) -> CertID:
+        """RFC 6960 4.1.1: hashes of the issuer's DER name and of its public key's bits."""
+        try:
+            algorithm = _HASHES[hash_name]
+        except KeyError:
+            raise ValueError(f"unsupported CertID hash {hash_name!r}") from None
+        return cls(
+            hash_algorithm=hash_name,
+            issuer_name_hash=_digest(algorithm(), issuer.subject.public_bytes()),
+            issuer_key_hash=_digest(algorithm(), public_key_bits(issuer)),
+            serial_number=serial_number,
+        )
+
+    @classmethod
+    def of(
+        cls, leaf: x509.Certificate, issuer: x509.Certificate, hash_name: str = "sha1"
+    ) -> CertID:
+        return cls.for_serial(issuer, leaf.serial_number, hash_name)
+
+    def matches(self, single: ocsp.OCSPSingleResponse) -> bool:
+        return (
+            single.hash_algorithm.name == self.hash_algorithm
+            and single.issuer_name_hash == self.issuer_name_hash
+            and single.issuer_key_hash == self.issuer_key_hash
+            and single.serial_number == self.serial_number
+        )
+
+
+@dataclass(frozen=True)
+class Query:
+    """One OCSP request, ready to send, and the CertID the answer must match."""
+
+    der: bytes
+    cert_id: CertID
+    nonce: bytes | None = None
+
+
+def build_query(
+    leaf: x509.Certificate,
+    issuer: x509.Certificate,
+    *,
+    hash_name: HashName = "sha1",
+    nonce: bool = False,
+) -> Query:
+    algorithm = _HASHES[hash_name]()
+    builder = ocsp.OCSPRequestBuilder().add_certificate(leaf, issuer, algorithm)
+    nonce_value = None
+    if nonce:
+        nonce_value = os.urandom(16)
+        builder = builder.add_extension(x509.OCSPNonce(nonce_value), critical=False)
+    der = builder.build().public_bytes(serialization.Encoding.DER)
+    return Query(der=der, cert_id=CertID.of(leaf, issuer, hash_name), nonce=nonce_value)
+
+
+def get_request(url: str, der: bytes) -> HttpRequest | None:
+    """The GET form, or None when the encoded request is longer than 255 bytes."""
+    encoded = quote(base64.b64encode(der).decode(), safe="")
+    if len(encoded) > MAX_GET_LENGTH:
+        return None
+    return HttpRequest(method="GET", url=url.rstrip("/") + "/" + encoded)
+
+
+def post_request(url: str, der: bytes) -> HttpRequest:
+    return HttpRequest(
+        method="POST", url=url, body=der, headers=(("Content-Type", OCSP_REQUEST_TYPE),)
+    )
+
+
+def http_requests(url: str, der: bytes) -> list[HttpRequest]:
+    """What to try, in order, against one responder URL: GET then POST, or POST alone."""
+    get = get_request(url, der)
+    return [post_request(url, der)] if get is None else [get, post_request(url, der)]
