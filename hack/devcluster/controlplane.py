@@ -358,7 +358,7 @@ class ControlPlane:
                     os.killpg(proc.pid, signal.SIGTERM)
         for proc in reversed(self.processes):
             try:
-                proc.wait(timeout=15)
+                proc.wait(timeout=3)  # throwaway state: no need for a graceful drain
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)

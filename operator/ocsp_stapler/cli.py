@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import os
 import sys
 from pathlib import Path
 
@@ -200,3 +201,52 @@ def verify(
         ),
         as_json,
     )
+
+
+@main.command("operator")
+@click.option(
+    "--namespace",
+    "namespaces",
+    multiple=True,
+    help="Watch this namespace (repeatable). Default: OCSP_STAPLER_NAMESPACES, else all.",
+)
+@click.option(
+    "--all-namespaces", is_flag=True, help="Watch all namespaces (overrides the environment)."
+)
+@click.option(
+    "--kubeconfig",
+    type=click.Path(dir_okay=False),
+    help="Kubeconfig; default as kubectl, then in-cluster.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["plain", "json"]),
+    help="Log format (OCSP_STAPLER_LOG_FORMAT).",
+)
+@click.option("--verbose", "-v", is_flag=True, help="Debug logging.")
+def operator_command(
+    *,
+    namespaces: tuple[str, ...],
+    all_namespaces: bool,
+    kubeconfig: str | None,
+    log_format: str | None,
+    verbose: bool,
+) -> None:
+    """Run the operator: keep a verified staple in every opted-in TLS Secret."""
+    from ocsp_stapler.config import ConfigError, from_environment  # noqa: PLC0415 (kopf is heavy)
+    from ocsp_stapler.controller.running import run_operator  # noqa: PLC0415
+    from ocsp_stapler.controller.settings import OperatorSettings  # noqa: PLC0415
+    from ocsp_stapler.k8s.client import load_credentials  # noqa: PLC0415
+    from ocsp_stapler.logs import configure_logging  # noqa: PLC0415
+
+    try:
+        settings = from_environment(
+            OperatorSettings,
+            os.environ,
+            namespaces=() if all_namespaces else (namespaces or None),
+            log_format=log_format,
+        )
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    configure_logging(settings.log_format, debug=verbose)
+    asyncio.run(run_operator(settings, credentials=load_credentials(kubeconfig)))

@@ -95,6 +95,34 @@ class Credentials:
         return str(value) if value else None
 
 
+@dataclass(frozen=True)
+class ConnectionFields:
+    """The same credentials, spelled out for other clients (kopf's login)."""
+
+    server: str
+    ca_path: str | None
+    insecure: bool
+    certificate_path: str | None
+    private_key_path: str | None
+    scheme: str | None
+    token: str | None
+
+
+def connection_fields(credentials: Credentials) -> ConnectionFields:
+    cfg = credentials._source
+    auth = credentials.authorization() or ""
+    scheme, _, token = auth.partition(" ")
+    return ConnectionFields(
+        server=credentials.server,
+        ca_path=getattr(cfg, "ssl_ca_cert", None),
+        insecure=credentials.ssl_context is False,
+        certificate_path=getattr(cfg, "cert_file", None),
+        private_key_path=getattr(cfg, "key_file", None),
+        scheme=scheme or None,
+        token=token or None,
+    )
+
+
 def load_credentials(kubeconfig: str | None = None, context: str | None = None) -> Credentials:
     """Read credentials the way kubectl does: an explicit kubeconfig, $KUBECONFIG, ~/.kube/config,
     or the in-cluster service account when none of those exists."""

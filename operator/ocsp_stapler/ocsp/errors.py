@@ -118,3 +118,16 @@ class NonceMismatch(OCSPError):
     """We sent a nonce and the response echoes a different one: a replay or a mix-up."""
 
     reason = "NonceMismatch"
+
+
+class CertificateUnknown(OCSPError):
+    """The responder answered ``unknown``: it does not know this certificate (yet)."""
+
+    reason = "CertificateUnknown"
+
+
+class InvalidAnnotation(OCSPError):
+    """An ocsp-stapler.dev annotation on the Secret has an unusable value."""
+
+    reason = "InvalidAnnotation"
+    retryable = False

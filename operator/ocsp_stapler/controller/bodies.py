@@ -1,0 +1,133 @@
+"""Reading Secret bodies (plain dicts, as kopf and the API give them) without surprises.
+
+The operator sees every TLS Secret event in scope, so the first questions (is it a TLS Secret?
+does it opt in? does it carry anything of ours?) are answered from metadata alone, before any
+base64 is decoded. Values are copied out as the API sent them (base64 strings), so that a
+later write can test them byte for byte.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from ocsp_stapler.names import (
+    ANNOTATION_PREFIX,
+    CA_CERT_KEY,
+    ENABLED,
+    RESPONDER_URL,
+    STAPLE_CERT_SHA256,
+    TLS_CERT_KEY,
+    TLS_SECRET_TYPE,
+)
+
+Body = Mapping[str, Any]
+MAX_URL_LENGTH = 2048
+
+
+@dataclass(frozen=True, order=True)
+class SecretRef:
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+def ref_of(body: Body) -> SecretRef:
+    meta = body.get("metadata") or {}
+    return SecretRef(namespace=str(meta.get("namespace", "")), name=str(meta.get("name", "")))
+
+
+def annotations_of(body: Body) -> Mapping[str, str]:
+    meta = body.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    return annotations if isinstance(annotations, Mapping) else {}
+
+
+def data_of(body: Body) -> Mapping[str, str]:
+    data = body.get("data") or {}
+    return data if isinstance(data, Mapping) else {}
+
+
+def is_tls(body: Body) -> bool:
+    return body.get("type") == TLS_SECRET_TYPE
+
+
+def is_enabled(body: Body) -> bool:
+    return annotations_of(body).get(ENABLED) == "true"
+
+
+def our_annotations(body: Body) -> list[str]:
+    """Annotations we own on this Secret (the opt-in itself is the user's)."""
+    return [k for k in annotations_of(body) if k.startswith(ANNOTATION_PREFIX) and k != ENABLED]
+
+
+def has_traces(body: Body, staple_key: str) -> bool:
+    """Whether anything we write is on this Secret (to clean up after an opt-out)."""
+    return staple_key in data_of(body) or bool(
+        [k for k in our_annotations(body) if k != RESPONDER_URL]
+    )
+
+
+def check_responder_override(value: str | None) -> str | None:
+    """The override URL, or ValueError with a reason a user can act on."""
+    if value is None:
+        return None
+    if len(value) > MAX_URL_LENGTH:
+        raise ValueError(f"{RESPONDER_URL} is {len(value)} characters, more than {MAX_URL_LENGTH}")
+    if not value.isascii() or any(c.isspace() for c in value):
+        raise ValueError(f"{RESPONDER_URL} must be an ASCII URL without spaces")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{RESPONDER_URL} must be an http:// or https:// URL with a host")
+    return value
+
+
+def decode(value: str | None) -> bytes | None:
+    if value is None:
+        return None
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class SecretView:
+    """What the operator needs of one Secret, as the API sent it."""
+
+    ref: SecretRef
+    uid: str
+    crt_b64: str | None
+    ca_b64: str | None
+    staple_b64: str | None
+    staple_cert_sha256: str | None
+    override_url: str | None
+
+    @classmethod
+    def of(cls, body: Body, staple_key: str) -> SecretView:
+        data, annotations = data_of(body), annotations_of(body)
+        meta = body.get("metadata") or {}
+        return cls(
+            ref=ref_of(body),
+            uid=str(meta.get("uid", "")),
+            crt_b64=data.get(TLS_CERT_KEY),
+            ca_b64=data.get(CA_CERT_KEY),
+            staple_b64=data.get(staple_key),
+            staple_cert_sha256=annotations.get(STAPLE_CERT_SHA256),
+            override_url=annotations.get(RESPONDER_URL),
+        )
+
+    def same_certificate(self, other: SecretView) -> bool:
+        """Whether what the staple depends on (chain, override) is unchanged."""
+        return (self.crt_b64, self.ca_b64, self.override_url, self.uid) == (
+            other.crt_b64,
+            other.ca_b64,
+            other.override_url,
+            other.uid,
+        )

@@ -1,0 +1,137 @@
+"""Starting the operator: API client, fetcher, reconciler, scheduler, metrics, then kopf.
+
+``run_operator`` is what ``ocsp-stapler operator`` runs, and what tests run in-process with a
+fake clock. kopf is configured so that it leaves no trace on Secrets (see ``handlers``),
+watches only ``type=kubernetes.io/tls`` Secrets (server-side), runs standalone (one replica
+needs no peering objects) and posts no Events of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import kopf
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ocsp_stapler.controller.controllers import Controller
+from ocsp_stapler.controller.eventing import EventRecorder
+from ocsp_stapler.controller.handlers import build_registry
+from ocsp_stapler.controller.metrics import Metrics
+from ocsp_stapler.controller.reconciler import Reconciler
+from ocsp_stapler.controller.settings import OperatorSettings
+from ocsp_stapler.k8s.client import ApiClient, Credentials
+from ocsp_stapler.names import TLS_SECRET_TYPE
+from ocsp_stapler.net.fetching import HttpFetcher
+
+logger = logging.getLogger(__name__)
+
+
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def kopf_settings(settings: OperatorSettings) -> kopf.OperatorSettings:
+    ks = kopf.OperatorSettings()
+    ks.watching.field_selectors["secrets"] = f"type={TLS_SECRET_TYPE}"
+    ks.peering.standalone = True
+    ks.posting.enabled = False
+    ks.scanning.disabled = True
+    ks.networking.request_timeout = 60
+    # Per-Secret kopf workers only forward events to the reconciler: let them go quickly, so
+    # that a SIGTERM (a rolling update) ends the process in about a second.
+    ks.queueing.idle_timeout = 1.0
+    ks.queueing.exit_timeout = 0.5
+    return ks
+
+
+@contextlib.asynccontextmanager
+async def metrics_server(metrics: Metrics, port: int) -> AsyncIterator[None]:
+    if port <= 0:
+        yield
+        return
+
+    async def serve(_request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    app = web.Application()
+    app.router.add_get("/metrics", serve)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", port).start()  # noqa: S104 (scraped from the pod network)
+    try:
+        yield
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def reconciler_running(
+    settings: OperatorSettings,
+    *,
+    credentials: Credentials,
+    clock: Callable[[], datetime.datetime] = utcnow,
+    metrics: Metrics | None = None,
+) -> AsyncIterator[Controller]:
+    """The reconciler with its clients and scheduler running (kopf not yet started)."""
+    metrics = metrics or Metrics()
+    async with (
+        ApiClient(credentials, user_agent="ocsp-stapler-operator") as api,
+        HttpFetcher(settings.fetch_settings()) as fetch,
+    ):
+        reconciler = Reconciler(
+            api=api,
+            fetch=fetch,
+            settings=settings,
+            clock=clock,
+            metrics=metrics,
+            events=EventRecorder(api, clock),
+        )
+        scheduler = asyncio.create_task(reconciler.scheduler.run(), name="ocsp-stapler-scheduler")
+        controller = Controller(
+            reconciler=reconciler, credentials=credentials, background=[scheduler]
+        )
+        try:
+            async with metrics_server(metrics, settings.metrics_port):
+                yield controller
+        finally:
+            await controller.stop()
+
+
+async def run_operator(
+    settings: OperatorSettings,
+    *,
+    credentials: Credentials,
+    clock: Callable[[], datetime.datetime] = utcnow,
+    stop_flag: asyncio.Event | None = None,
+    ready_flag: asyncio.Event | None = None,
+    controller_ready: Callable[[Controller], None] | None = None,
+) -> None:
+    async with reconciler_running(settings, credentials=credentials, clock=clock) as controller:
+        if controller_ready is not None:
+            controller_ready(controller)
+        liveness = (
+            f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port > 0 else None
+        )
+        logger.info(
+            "ocsp-stapler operator starting: namespaces=%s staple key=%s",
+            ",".join(settings.namespaces) or "(all)",
+            settings.staple_key,
+        )
+        await kopf.operator(
+            registry=build_registry(),
+            settings=kopf_settings(settings),
+            memo=kopf.Memo(controller=controller),
+            clusterwide=not settings.namespaces,
+            namespaces=list(settings.namespaces),
+            standalone=True,
+            liveness_endpoint=liveness,
+            stop_flag=stop_flag,
+            ready_flag=ready_flag,
+        )

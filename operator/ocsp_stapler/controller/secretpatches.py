@@ -1,0 +1,58 @@
+"""The only writes the operator makes to a Secret, as JSON patches built by pure functions.
+
+Every write that adds or removes a staple first *tests* that ``tls.crt`` is still the one the
+staple was judged against: when cert-manager rotates the certificate while a fetch is in
+flight, the API server rejects the patch (422) and the stale staple is never written. Removals
+also test the staple value, so only the staple that was judged is removed. Nothing else of the
+Secret is touched: the staple key and ``ocsp-stapler.dev/*`` annotations only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ocsp_stapler.controller.bodies import SecretView
+from ocsp_stapler.names import STAPLE_CERT_SHA256, TLS_CERT_KEY
+
+Patch = list[dict[str, Any]]
+
+
+def pointer(*parts: str) -> str:
+    """RFC 6901: '/' and '~' in keys are escaped."""
+    return "".join("/" + p.replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def _guard_certificate(view: SecretView) -> Patch:
+    return [{"op": "test", "path": pointer("data", TLS_CERT_KEY), "value": view.crt_b64}]
+
+
+def write_staple(view: SecretView, *, staple_key: str, staple_b64: str, cert_sha256: str) -> Patch:
+    return [
+        *_guard_certificate(view),
+        {"op": "add", "path": pointer("data", staple_key), "value": staple_b64},
+        {
+            "op": "add",
+            "path": pointer("metadata", "annotations", STAPLE_CERT_SHA256),
+            "value": cert_sha256,
+        },
+    ]
+
+
+def remove_staple(view: SecretView, *, staple_key: str) -> Patch:
+    """Remove exactly the staple in ``view`` (and its certificate annotation)."""
+    ops: Patch = [*_guard_certificate(view)]
+    if view.staple_b64 is not None:
+        ops += [
+            {"op": "test", "path": pointer("data", staple_key), "value": view.staple_b64},
+            {"op": "remove", "path": pointer("data", staple_key)},
+        ]
+    if view.staple_cert_sha256 is not None:
+        ops.append({"op": "remove", "path": pointer("metadata", "annotations", STAPLE_CERT_SHA256)})
+    return ops
+
+
+def cleanup(*, data_keys: list[str], annotation_keys: list[str]) -> Patch:
+    """After an opt-out: remove the staple and our annotations, whatever they hold."""
+    return [{"op": "remove", "path": pointer("data", k)} for k in data_keys] + [
+        {"op": "remove", "path": pointer("metadata", "annotations", k)} for k in annotation_keys
+    ]

@@ -1,0 +1,93 @@
+"""Operator settings: every knob, its unit and default, read from ``OCSP_STAPLER_*``."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from typing import Literal
+
+from ocsp_stapler.config import ConfigError
+from ocsp_stapler.names import STAPLE_KEY
+from ocsp_stapler.net.destinations import DestinationGuard
+from ocsp_stapler.net.fetching import FetchSettings
+from ocsp_stapler.ocsp.responses import VerifyPolicy
+from ocsp_stapler.ocsp.schedules import RefreshPolicy
+from ocsp_stapler.ocsp.stapling import StaplingConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class OperatorSettings:
+    namespaces: tuple[str, ...] = ()
+    """Namespaces to watch (comma list in the environment); empty means all namespaces."""
+    staple_key: str = STAPLE_KEY
+    """Secret data key the DER staple is written to."""
+    revoked_action: Literal["staple", "remove"] = "staple"
+    """What to do with a revoked response: staple it (the truth), or remove the staple."""
+    refresh_margin_seconds: float = 3600.0
+    """A refresh is due no later than nextUpdate minus this (bounded by half the validity)."""
+    backoff_base_seconds: float = 30.0
+    """First retry delay after a failure; doubles per failure."""
+    backoff_cap_seconds: float = 3600.0
+    """Longest retry delay."""
+    require_next_update: bool = True
+    """Reject responses without nextUpdate."""
+    certid_hash: Literal["sha1", "sha256"] = "sha1"
+    """CertID hash algorithm in requests."""
+    responder_allow_cidrs: tuple[str, ...] = ()
+    """If set, responders must resolve into these ranges (comma list)."""
+    responder_deny_cidrs: tuple[str, ...] = ()
+    """Ranges refused in addition to link-local and cloud metadata addresses (comma list)."""
+    proxy: str | None = None
+    """HTTP proxy for responders; HTTP_PROXY/HTTPS_PROXY/NO_PROXY apply when unset."""
+    connect_timeout_seconds: float = 5.0
+    fetch_timeout_seconds: float = 10.0
+    """Whole-exchange limit per responder request, redirects included."""
+    max_response_bytes: int = 64 * 1024
+    concurrency: int = 32
+    """Secrets processed at once (fetch, verify, write)."""
+    unreachable_after: int = 3
+    """Consecutive failures before a ResponderUnreachable Warning Event."""
+    metrics_port: int = 9090
+    """Prometheus /metrics port; 0 disables."""
+    health_port: int = 8080
+    """kopf liveness endpoint (/healthz) port; 0 disables."""
+    log_format: Literal["plain", "json"] = "plain"
+
+    def validate(self) -> None:
+        if self.concurrency < 1:
+            raise ConfigError("OCSP_STAPLER_CONCURRENCY must be at least 1")
+        if self.refresh_margin_seconds < 0 or self.backoff_base_seconds <= 0:
+            raise ConfigError("refresh margin and backoff must be positive")
+        if self.backoff_cap_seconds < self.backoff_base_seconds:
+            raise ConfigError("OCSP_STAPLER_BACKOFF_CAP_SECONDS is below the backoff base")
+        try:
+            self.guard()
+        except ValueError as exc:
+            raise ConfigError(f"responder CIDR lists: {exc}") from None
+
+    def guard(self) -> DestinationGuard:
+        return DestinationGuard.from_lists(
+            allow=self.responder_allow_cidrs, deny=self.responder_deny_cidrs
+        )
+
+    def fetch_settings(self) -> FetchSettings:
+        return FetchSettings(
+            connect_timeout=self.connect_timeout_seconds,
+            total_timeout=self.fetch_timeout_seconds,
+            max_body=self.max_response_bytes,
+            proxy=self.proxy,
+            guard=self.guard(),
+        )
+
+    def stapling(self) -> StaplingConfig:
+        return StaplingConfig(
+            hash_name=self.certid_hash,
+            verify=VerifyPolicy(require_next_update=self.require_next_update),
+        )
+
+    def refresh_policy(self) -> RefreshPolicy:
+        return RefreshPolicy(
+            margin=datetime.timedelta(seconds=self.refresh_margin_seconds),
+            backoff_base=datetime.timedelta(seconds=self.backoff_base_seconds),
+            backoff_cap=datetime.timedelta(seconds=self.backoff_cap_seconds),
+        )

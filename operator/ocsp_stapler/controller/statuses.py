@@ -1,0 +1,112 @@
+"""The OCSPStaple object users read (`kubectl get staples`): pure builders from a record."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from ocsp_stapler.controller.records import SecretRecord
+from ocsp_stapler.names import CRD_API_VERSION, CRD_KIND
+from ocsp_stapler.ocsp.chains import must_staple, serial_hex
+from ocsp_stapler.ocsp.responses import CertStatus
+
+
+def iso(value: datetime.datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(datetime.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def staple_object(record: SecretRecord) -> dict[str, Any]:
+    """A new OCSPStaple named like the Secret, owned by it (deleted with it by the GC)."""
+    ref = record.ref
+    return {
+        "apiVersion": CRD_API_VERSION,
+        "kind": CRD_KIND,
+        "metadata": {
+            "name": ref.name,
+            "namespace": ref.namespace,
+            "labels": {"app.kubernetes.io/managed-by": "ocsp-stapler"},
+            "ownerReferences": [
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "name": ref.name,
+                    "uid": record.view.uid,
+                    "blockOwnerDeletion": False,
+                    "controller": False,
+                }
+            ],
+        },
+        "spec": {"secretName": ref.name},
+    }
+
+
+def _ready(record: SecretRecord) -> tuple[str, str, str]:
+    """(status, reason, message) of the Ready condition."""
+    if record.problem is not None:
+        return "False", record.problem.reason, record.problem.message
+    if record.held is not None:
+        if record.held.status is CertStatus.REVOKED:
+            return "True", "Revoked", "the certificate is revoked; the revoked response is stapled"
+        message = f"stapled; valid until {iso(record.held.expires_at)}"
+        if record.last_error:
+            message += f"; last refresh failed: {record.last_error}"
+        return "True", "Stapled", message
+    if record.last_status is CertStatus.UNKNOWN:
+        return "False", "Unknown", "the responder does not know the certificate"
+    if record.last_error:
+        return "False", "FetchFailed", record.last_error
+    return "False", "Pending", "no staple yet"
+
+
+def status_of(
+    record: SecretRecord, *, now: datetime.datetime, previous: dict[str, Any] | None
+) -> dict[str, Any]:
+    status: dict[str, Any] = {}
+    chain = record.chain
+    if chain is not None:
+        leaf = chain.leaf
+        status["certificate"] = {
+            "serial": serial_hex(leaf),
+            "subject": leaf.subject.rfc4514_string(),
+            "notAfter": iso(leaf.not_valid_after_utc),
+            "sha256": record.cert_sha256,
+            "mustStaple": must_staple(leaf),
+        }
+    held = record.held
+    cert_status: str | None = None
+    if record.problem is not None and record.problem.reason == "NoResponder":
+        cert_status = "NoResponder"
+    elif held is not None:
+        cert_status = held.status.value
+    elif record.last_status is not None:
+        cert_status = record.last_status.value
+    status.update(
+        {
+            "responderURL": record.responder_url,
+            "certStatus": cert_status,
+            "thisUpdate": iso(held.this_update) if held else None,
+            "nextUpdate": iso(held.next_update) if held else None,
+            "producedAt": iso(held.produced_at) if held else None,
+            "signer": held.signer.value if held else None,
+            "revocationTime": iso(held.revocation_time) if held else None,
+            "revocationReason": held.revocation_reason if held else None,
+            "refreshAt": iso(record.refresh_at) if record.problem is None else None,
+            "lastAttempt": iso(record.last_attempt),
+            "lastSuccess": iso(record.last_success),
+            "consecutiveFailures": record.failures,
+            "lastError": record.last_error,
+            "observedCertificateSHA256": record.cert_sha256,
+        }
+    )
+    state, reason, message = _ready(record)
+    transition = iso(now)
+    for cond in (previous or {}).get("conditions", []):
+        if cond.get("type") == "Ready" and cond.get("status") == state:
+            transition = cond.get("lastTransitionTime", transition)
+    status["conditions"] = [
+        {"type": "Ready", "status": state, "reason": reason, "message": message[:1024],
+         "lastTransitionTime": transition}
+    ]  # fmt: skip
+    return status  # None values are sent as null: a merge patch then removes the field

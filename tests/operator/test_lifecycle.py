@@ -1,0 +1,204 @@
+"""The operator against the real kube-apiserver and the real `openssl ocsp` responder:
+first staple, revocation, rotation, expiry, restart, opt-out."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from devcluster.controlplane import ControlPlane
+
+from ocsp_stapler.k8s.client import ApiClient, resource_path
+from ocsp_stapler.ocsp.chains import sha256_hex
+from support.clocks import FakeClock
+from support.kube import event_reasons, events_for, get_or_none, secret_path, tls_secret, wait_for
+from support.operators import StartOperator
+from support.pki import Issued, TestPKI
+from support.responders import OpenSSLResponder
+
+ENABLED = {"ocsp-stapler.dev/enabled": "true"}
+
+
+def staple_path(namespace: str, name: str) -> str:
+    return resource_path(
+        api_version="ocsp-stapler.dev/v1alpha1",
+        plural="ocspstaples",
+        namespace=namespace,
+        name=name,
+    )
+
+
+async def create_secret(
+    api: ApiClient, namespace: str, name: str, pki: TestPKI, leaf: Issued, **kw: Any
+) -> dict[str, Any]:
+    body = tls_secret(name, namespace, crt=pki.chain_pem(leaf), key=leaf.key_pem, **kw)
+    return await api.create(secret_path(namespace), body)
+
+
+async def staple_of(api: ApiClient, namespace: str, name: str) -> bytes | None:
+    body = await get_or_none(api, secret_path(namespace, name))
+    if body is None or "tls.ocsp-staple" not in body.get("data", {}):
+        return None
+    return base64.b64decode(body["data"]["tls.ocsp-staple"])
+
+
+def openssl_verifies(pki: TestPKI, leaf: Issued, der: bytes, tmp_path: Path) -> str:
+    (tmp_path / "s.der").write_bytes(der)
+    (tmp_path / "leaf.pem").write_bytes(leaf.pem)
+    out = subprocess.run(
+        ["openssl", "ocsp", "-respin", str(tmp_path / "s.der"), "-CAfile", str(pki.path("root")),
+         "-verify_other", str(pki.path("intermediate")), "-issuer", str(pki.path("intermediate")),
+         "-cert", str(tmp_path / "leaf.pem")],
+        capture_output=True, text=True, check=False, timeout=30,
+    )  # fmt: skip
+    assert "Response verify OK" in out.stdout + out.stderr, out.stderr
+    return out.stdout.split(":", 1)[1].split()[0]  # good / revoked / unknown
+
+
+async def test_first_staple(
+    api: ApiClient, namespace: str, pki: TestPKI, responder: OpenSSLResponder,
+    start_operator: StartOperator, tmp_path: Path, cluster: ControlPlane,
+) -> None:  # fmt: skip
+    await start_operator()
+    leaf = pki.leaf(ocsp_urls=[responder.url])
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await create_secret(api, namespace, "web", pki, leaf, annotations=ENABLED)
+    der = await wait_for(lambda: staple_of(api, namespace, "web"), what="the first staple")
+    latency = loop.time() - began
+    print(f"first staple after {latency:.3f} s")  # measured for real by `make bench`
+    assert openssl_verifies(pki, leaf, der, tmp_path) == "good"
+
+    body = await api.get(secret_path(namespace, "web"))
+    assert body["metadata"]["annotations"]["ocsp-stapler.dev/staple-cert-sha256"] == sha256_hex(
+        leaf.cert
+    )
+    assert not body["metadata"].get("finalizers")
+    assert not [a for a in body["metadata"]["annotations"] if a.startswith("kopf.")]
+
+    staple = await wait_for(
+        lambda: _status_with(api, namespace, "web", "certStatus"), what="status"
+    )
+    status = staple["status"]
+    assert status["certStatus"] == "good"
+    assert status["responderURL"] == responder.url
+    assert status["certificate"]["sha256"] == sha256_hex(leaf.cert)
+    assert status["certificate"]["serial"] == format(leaf.cert.serial_number, "X")
+    assert status["signer"] == "delegated"
+    assert status["consecutiveFailures"] == 0
+    assert status["refreshAt"] < status["nextUpdate"]
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("True", "Stapled")
+    assert staple["metadata"]["ownerReferences"][0]["uid"] == body["metadata"]["uid"]
+    assert "Stapled" in await event_reasons(api, namespace, "web")
+
+    table = cluster.kubectl("get", "staples", "-n", namespace)
+    header, row = table.splitlines()[:2]
+    assert header.split() == [
+        "NAME",
+        "SECRET",
+        "STATUS",
+        "NEXT-UPDATE",
+        "REFRESH-AT",
+        "READY",
+        "AGE",
+    ]
+    assert row.split()[:3] == ["web", "web", "good"]
+    assert row.split()[5] == "True"
+
+
+async def _status_with(
+    api: ApiClient, namespace: str, name: str, field: str, value: Any = None
+) -> dict[str, Any] | None:
+    obj = await get_or_none(api, staple_path(namespace, name))
+    if not obj or field not in obj.get("status", {}):
+        return None
+    if value is not None and obj["status"][field] != value:
+        return None
+    return obj
+
+
+async def test_revoked_is_stapled_with_a_warning(
+    api: ApiClient, namespace: str, pki: TestPKI, responder: OpenSSLResponder,
+    start_operator: StartOperator, tmp_path: Path,
+) -> None:  # fmt: skip
+    clock = FakeClock()
+    op = await start_operator(clock=clock)
+    leaf = pki.leaf(ocsp_urls=[responder.url])
+    await create_secret(api, namespace, "rev", pki, leaf, annotations=ENABLED)
+    await wait_for(lambda: staple_of(api, namespace, "rev"))
+    pki.set_status(leaf, "R", reason="keyCompromise")
+    await op.advance(hours=13)  # past the midpoint of the 24 h response: a refresh is due
+    der = await wait_for(lambda: staple_of(api, namespace, "rev"))
+    assert openssl_verifies(pki, leaf, der, tmp_path) == "revoked"
+    events = await events_for(api, namespace, "rev")
+    revoked = [e for e in events if e["reason"] == "CertificateRevoked"]
+    assert len(revoked) == 1
+    assert revoked[0]["type"] == "Warning"
+    assert "keyCompromise" in revoked[0]["message"]
+    obj = await wait_for(lambda: _status_with(api, namespace, "rev", "certStatus", "revoked"))
+    assert obj["status"]["revocationReason"] == "keyCompromise"
+
+
+async def test_rotation_replaces_the_staple(
+    api: ApiClient, namespace: str, pki: TestPKI, responder: OpenSSLResponder,
+    start_operator: StartOperator, tmp_path: Path,
+) -> None:  # fmt: skip
+    await start_operator()
+    old = pki.leaf(ocsp_urls=[responder.url])
+    await create_secret(api, namespace, "rot", pki, old, annotations=ENABLED)
+    old_der = await wait_for(lambda: staple_of(api, namespace, "rot"))
+    new = pki.leaf(ocsp_urls=[responder.url])
+    await api.patch(
+        secret_path(namespace, "rot"),
+        {"data": {"tls.crt": base64.b64encode(pki.chain_pem(new)).decode()}},
+    )
+
+    async def new_staple() -> bytes | None:
+        der = await staple_of(api, namespace, "rot")
+        return der if der and der != old_der else None
+
+    der = await wait_for(new_staple, what="the new certificate's staple")
+    assert openssl_verifies(pki, new, der, tmp_path) == "good"
+    body = await api.get(secret_path(namespace, "rot"))
+    assert body["metadata"]["annotations"]["ocsp-stapler.dev/staple-cert-sha256"] == sha256_hex(
+        new.cert
+    )
+
+
+async def test_opting_out_cleans_up(
+    api: ApiClient,
+    namespace: str,
+    pki: TestPKI,
+    responder: OpenSSLResponder,
+    start_operator: StartOperator,
+) -> None:
+    op = await start_operator()
+    leaf = pki.leaf(ocsp_urls=[responder.url])
+    await create_secret(api, namespace, "out", pki, leaf, annotations={**ENABLED, "team": "web"})
+    await wait_for(lambda: staple_of(api, namespace, "out"))
+    await wait_for(lambda: get_or_none(api, staple_path(namespace, "out")))
+    await api.patch(
+        secret_path(namespace, "out"),
+        {"metadata": {"annotations": {"ocsp-stapler.dev/enabled": None}}},
+    )
+
+    async def clean() -> dict[str, Any] | None:
+        body = await api.get(secret_path(namespace, "out"))
+        ours = [
+            a for a in body["metadata"].get("annotations", {}) if a.startswith("ocsp-stapler.dev/")
+        ]
+        return None if ours or "tls.ocsp-staple" in body["data"] else body
+
+    body = await wait_for(clean, what="cleanup")
+    assert body["metadata"]["annotations"] == {"team": "web"}
+    assert set(body["data"]) == {"tls.crt", "tls.key"}
+    await wait_for(lambda: _gone(api, staple_path(namespace, "out")), what="OCSPStaple deleted")
+    assert op.reconciler.records == {}
+
+
+async def _gone(api: ApiClient, path: str) -> bool:
+    return await get_or_none(api, path) is None

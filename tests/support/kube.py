@@ -1,0 +1,78 @@
+"""Helpers for tests against the real API server: Secrets, waiting, watching."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from ocsp_stapler.k8s.client import ApiClient, NotFound, resource_path
+
+T = TypeVar("T")
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def secret_path(namespace: str, name: str | None = None) -> str:
+    return resource_path(api_version="v1", plural="secrets", namespace=namespace, name=name)
+
+
+def tls_secret(
+    name: str,
+    namespace: str,
+    *,
+    crt: bytes | None,
+    key: bytes = b"",
+    annotations: dict[str, str] | None = None,
+    extra: dict[str, bytes] | None = None,
+    type_: str = "kubernetes.io/tls",
+) -> dict[str, Any]:
+    data = {"tls.key": b64(key)}
+    if crt is not None:
+        data["tls.crt"] = b64(crt)
+    for k, v in (extra or {}).items():
+        data[k] = b64(v)
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": type_,
+        "metadata": {"name": name, "namespace": namespace, "annotations": annotations or {}},
+        "data": data,
+    }
+
+
+async def wait_for(
+    probe: Callable[[], Awaitable[T | None]], *, timeout: float = 10.0, what: str = "condition"
+) -> T:
+    """Poll ``probe`` until it returns something truthy (bounded)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = await probe()
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def get_or_none(api: ApiClient, path: str) -> dict[str, Any] | None:
+    try:
+        return await api.get(path)
+    except NotFound:
+        return None
+
+
+async def events_for(api: ApiClient, namespace: str, name: str) -> list[dict[str, Any]]:
+    listed = await api.get(
+        resource_path(api_version="v1", plural="events", namespace=namespace),
+        fieldSelector=f"involvedObject.name={name},involvedObject.kind=Secret",
+    )
+    return list(listed.get("items", []))
+
+
+async def event_reasons(api: ApiClient, namespace: str, name: str) -> list[str]:
+    return [e["reason"] for e in await events_for(api, namespace, name)]
