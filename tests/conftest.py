@@ -16,6 +16,7 @@ import pytest
 from devcluster.controlplane import ControlPlane, running
 
 from ocsp_stapler.k8s.client import ApiClient, load_credentials, resource_path
+from support.responders import ScriptedServer
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +44,10 @@ async def namespace(api: ApiClient) -> AsyncIterator[str]:
     )
     yield name
     await api.delete(resource_path(api_version="v1", plural="namespaces", name=name))
+
+
+@pytest.fixture
+async def scripted() -> AsyncIterator[ScriptedServer]:
+    server = await ScriptedServer().start()
+    yield server
+    await server.stop()

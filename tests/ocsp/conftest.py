@@ -9,7 +9,7 @@ import pytest
 
 from ocsp_stapler.net.fetching import FetchSettings, HttpFetcher
 from support.pki import TestPKI
-from support.responders import OpenSSLResponder, ScriptedServer
+from support.responders import OpenSSLResponder
 
 
 @pytest.fixture(scope="session", params=["ec", "rsa"])
@@ -39,10 +39,3 @@ def delegated_responder(pki: TestPKI) -> Iterator[OpenSSLResponder]:
 async def fetch() -> AsyncIterator[HttpFetcher]:
     async with HttpFetcher(FetchSettings(connect_timeout=2, total_timeout=3)) as f:
         yield f
-
-
-@pytest.fixture
-async def scripted() -> AsyncIterator[ScriptedServer]:
-    server = await ScriptedServer().start()
-    yield server
-    await server.stop()

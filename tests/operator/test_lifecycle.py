@@ -5,57 +5,27 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import subprocess
 from pathlib import Path
 from typing import Any
 
 from devcluster.controlplane import ControlPlane
 
-from ocsp_stapler.k8s.client import ApiClient, resource_path
+from ocsp_stapler.k8s.client import ApiClient
 from ocsp_stapler.ocsp.chains import sha256_hex
 from support.clocks import FakeClock
-from support.kube import event_reasons, events_for, get_or_none, secret_path, tls_secret, wait_for
+from support.kube import event_reasons, events_for, get_or_none, secret_path, wait_for
 from support.operators import StartOperator
-from support.pki import Issued, TestPKI
+from support.pki import TestPKI
 from support.responders import OpenSSLResponder
-
-ENABLED = {"ocsp-stapler.dev/enabled": "true"}
-
-
-def staple_path(namespace: str, name: str) -> str:
-    return resource_path(
-        api_version="ocsp-stapler.dev/v1alpha1",
-        plural="ocspstaples",
-        namespace=namespace,
-        name=name,
-    )
-
-
-async def create_secret(
-    api: ApiClient, namespace: str, name: str, pki: TestPKI, leaf: Issued, **kw: Any
-) -> dict[str, Any]:
-    body = tls_secret(name, namespace, crt=pki.chain_pem(leaf), key=leaf.key_pem, **kw)
-    return await api.create(secret_path(namespace), body)
-
-
-async def staple_of(api: ApiClient, namespace: str, name: str) -> bytes | None:
-    body = await get_or_none(api, secret_path(namespace, name))
-    if body is None or "tls.ocsp-staple" not in body.get("data", {}):
-        return None
-    return base64.b64decode(body["data"]["tls.ocsp-staple"])
-
-
-def openssl_verifies(pki: TestPKI, leaf: Issued, der: bytes, tmp_path: Path) -> str:
-    (tmp_path / "s.der").write_bytes(der)
-    (tmp_path / "leaf.pem").write_bytes(leaf.pem)
-    out = subprocess.run(
-        ["openssl", "ocsp", "-respin", str(tmp_path / "s.der"), "-CAfile", str(pki.path("root")),
-         "-verify_other", str(pki.path("intermediate")), "-issuer", str(pki.path("intermediate")),
-         "-cert", str(tmp_path / "leaf.pem")],
-        capture_output=True, text=True, check=False, timeout=30,
-    )  # fmt: skip
-    assert "Response verify OK" in out.stdout + out.stderr, out.stderr
-    return out.stdout.split(":", 1)[1].split()[0]  # good / revoked / unknown
+from support.staples import (
+    ENABLED,
+    create_secret,
+    gone,
+    openssl_verifies,
+    staple_of,
+    staple_path,
+    status_with,
+)
 
 
 async def test_first_staple(
@@ -79,9 +49,7 @@ async def test_first_staple(
     assert not body["metadata"].get("finalizers")
     assert not [a for a in body["metadata"]["annotations"] if a.startswith("kopf.")]
 
-    staple = await wait_for(
-        lambda: _status_with(api, namespace, "web", "certStatus"), what="status"
-    )
+    staple = await wait_for(lambda: status_with(api, namespace, "web", "certStatus"), what="status")
     status = staple["status"]
     assert status["certStatus"] == "good"
     assert status["responderURL"] == responder.url
@@ -110,17 +78,6 @@ async def test_first_staple(
     assert row.split()[5] == "True"
 
 
-async def _status_with(
-    api: ApiClient, namespace: str, name: str, field: str, value: Any = None
-) -> dict[str, Any] | None:
-    obj = await get_or_none(api, staple_path(namespace, name))
-    if not obj or field not in obj.get("status", {}):
-        return None
-    if value is not None and obj["status"][field] != value:
-        return None
-    return obj
-
-
 async def test_revoked_is_stapled_with_a_warning(
     api: ApiClient, namespace: str, pki: TestPKI, responder: OpenSSLResponder,
     start_operator: StartOperator, tmp_path: Path,
@@ -139,7 +96,7 @@ async def test_revoked_is_stapled_with_a_warning(
     assert len(revoked) == 1
     assert revoked[0]["type"] == "Warning"
     assert "keyCompromise" in revoked[0]["message"]
-    obj = await wait_for(lambda: _status_with(api, namespace, "rev", "certStatus", "revoked"))
+    obj = await wait_for(lambda: status_with(api, namespace, "rev", "certStatus", "revoked"))
     assert obj["status"]["revocationReason"] == "keyCompromise"
 
 
@@ -196,9 +153,5 @@ async def test_opting_out_cleans_up(
     body = await wait_for(clean, what="cleanup")
     assert body["metadata"]["annotations"] == {"team": "web"}
     assert set(body["data"]) == {"tls.crt", "tls.key"}
-    await wait_for(lambda: _gone(api, staple_path(namespace, "out")), what="OCSPStaple deleted")
+    await wait_for(lambda: gone(api, staple_path(namespace, "out")), what="OCSPStaple deleted")
     assert op.reconciler.records == {}
-
-
-async def _gone(api: ApiClient, path: str) -> bool:
-    return await get_or_none(api, path) is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -76,3 +77,46 @@ async def events_for(api: ApiClient, namespace: str, name: str) -> list[dict[str
 
 async def event_reasons(api: ApiClient, namespace: str, name: str) -> list[str]:
     return [e["reason"] for e in await events_for(api, namespace, name)]
+
+
+class SecretHistory:
+    """Every version of every Secret in a namespace, as the watch delivers them."""
+
+    def __init__(self, api: ApiClient, namespace: str) -> None:
+        self.api = api
+        self.namespace = namespace
+        self.versions: list[dict[str, Any]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> SecretHistory:
+        listed = await self.api.get(secret_path(self.namespace))
+        self.versions.extend(listed.get("items", []))
+        rv = listed["metadata"]["resourceVersion"]
+        started = asyncio.Event()
+
+        async def follow() -> None:
+            started.set()
+            async for event in self.api.watch(secret_path(self.namespace), resource_version=rv):
+                if event["type"] in ("ADDED", "MODIFIED"):
+                    self.versions.append(event["object"])
+
+        self._task = asyncio.create_task(follow())
+        await started.wait()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.sleep(0.3)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def of(self, name: str) -> list[dict[str, Any]]:
+        return [v for v in self.versions if v["metadata"]["name"] == name]
+
+    def assert_no_trace_of_kopf(self) -> None:
+        for v in self.versions:
+            meta = v["metadata"]
+            assert not meta.get("finalizers"), f"finalizers on {meta['name']}: {meta['finalizers']}"
+            kopf_keys = [k for k in meta.get("annotations", {}) if "kopf" in k]
+            assert not kopf_keys, f"kopf annotations on {meta['name']}: {kopf_keys}"

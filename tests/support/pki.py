@@ -256,6 +256,14 @@ class TestPKI:
         for callback in list(self.on_index_change):
             callback()
 
+    def forget(self, leaf: Issued) -> None:
+        """Drop the leaf from index.txt: the responder then answers "unknown" for it."""
+        with self._lock:
+            self._index.pop(leaf.serial_hex, None)
+            self._write_index()
+        for callback in list(self.on_index_change):
+            callback()
+
     def _write_index(self) -> None:
         """Replace index.txt with a strictly newer mtime: openssl re-reads the index when its
         mtime (whole seconds), ctime or inode changes, and a write within the same second

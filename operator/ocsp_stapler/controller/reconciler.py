@@ -53,7 +53,7 @@ from ocsp_stapler.ocsp import errors
 from ocsp_stapler.ocsp.chains import Chain, assemble_chain, sha256_hex
 from ocsp_stapler.ocsp.queries import CertID
 from ocsp_stapler.ocsp.responses import CertStatus, Staple, cert_id_in, verify_response
-from ocsp_stapler.ocsp.schedules import after_failure, after_success
+from ocsp_stapler.ocsp.schedules import after_failure, after_success, refresh_target
 from ocsp_stapler.ocsp.sharing import SingleFlight
 from ocsp_stapler.ocsp.stapling import Fetched, obtain_staple, resolve_issuer, responder_urls
 from ocsp_stapler.ocsp.transport import Fetch
@@ -297,14 +297,22 @@ class Reconciler:
         cached = self._remember(
             key_of(record), Fetched(staple=staple, responder_url="", issuer=record.issuer)
         )
-        record.refresh_at = cached.refresh_at
+        target, _ = refresh_target(
+            this_update=staple.this_update, expires_at=staple.expires_at, policy=self.policy
+        )
+        # Found already past its refresh point (e.g. after a long outage): due now.
+        record.refresh_at = None if target <= self.clock() else cached.refresh_at
 
     def _remember(self, key: CertKey, fetched: Fetched) -> CachedStaple:
         """Keep the newest verified staple per certificate, with its (shared) refresh time."""
         now = self.clock()
         current = self.cache.get(key)
-        if current is not None and current.fetched.staple.this_update >= fetched.staple.this_update:
-            return current
+        if current is not None:
+            held, new = current.fetched.staple, fetched.staple
+            if held.this_update > new.this_update:
+                return current  # never go backwards
+            if held.this_update == new.this_update and not fetched.responder_url:
+                return current  # an adopted copy of what was fetched adds nothing
         decision = after_success(
             this_update=fetched.staple.this_update,
             expires_at=fetched.staple.expires_at,
@@ -351,6 +359,9 @@ class Reconciler:
             finally:
                 self.metrics.fetch_duration.observe(time.monotonic() - start)
             self.metrics.fetches.labels(result=fetched.staple.status.value).inc()
+            if fetched.staple.status is not CertStatus.UNKNOWN:
+                # Before the flight lands, so Secrets that come due just after reuse it.
+                self._remember(key, fetched)
             return fetched
 
         return await self.flight.run(key, fetch_once)

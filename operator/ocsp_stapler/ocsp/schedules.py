@@ -55,6 +55,16 @@ def _before_expiry(
     return now + (expires_at - now) / 2, True
 
 
+def refresh_target(
+    *, this_update: datetime.datetime, expires_at: datetime.datetime, policy: RefreshPolicy
+) -> tuple[datetime.datetime, str]:
+    """The ideal refresh time of a response, before jitter and minimum waits."""
+    validity = expires_at - this_update
+    midpoint = this_update + validity / 2
+    latest = expires_at - min(policy.margin, validity / 2)
+    return (midpoint, "Midpoint") if midpoint <= latest else (latest, "Margin")
+
+
 def after_success(
     *,
     this_update: datetime.datetime,
@@ -64,13 +74,7 @@ def after_success(
     rand: Random,
 ) -> Decision:
     """When to refresh a response that was just verified."""
-    validity = expires_at - this_update
-    midpoint = this_update + validity / 2
-    latest = expires_at - min(policy.margin, validity / 2)
-    if midpoint <= latest:
-        target, reason = midpoint, "Midpoint"
-    else:
-        target, reason = latest, "Margin"
+    target, reason = refresh_target(this_update=this_update, expires_at=expires_at, policy=policy)
     wait = max(target - now, policy.min_wait)
     wait -= wait * policy.jitter * rand()
     at, bounded = _before_expiry(now + max(wait, datetime.timedelta(0)), now, expires_at)
