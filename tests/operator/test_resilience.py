@@ -27,7 +27,7 @@ from support.kube import (
 from support.operators import StartOperator
 from support.pki import TestPKI
 from support.responders import OpenSSLResponder, ScriptedServer
-from support.staples import ENABLED, create_secret, staple_of, staple_path
+from support.staples import ENABLED, create_secret, staple_of, staple_path, status_with
 
 
 async def test_outage_keeps_the_staple_until_next_update_then_removes_it(
@@ -380,3 +380,22 @@ async def test_metrics(
         == record.refresh_at.timestamp()
     )
     assert reg.get_sample_value("ocsp_stapler_secret_writes_total", {"action": "write"}) == 1
+
+
+async def test_a_bad_signature_is_refused_with_a_warning(
+    api: ApiClient, namespace: str, pki: TestPKI, start_operator: StartOperator
+) -> None:
+    await start_operator()
+    with OpenSSLResponder(pki, options=("-badsig",)) as bad:
+        leaf = pki.leaf(ocsp_urls=[bad.url])
+        await create_secret(api, namespace, "sig", pki, leaf, annotations=ENABLED)
+        await wait_for(lambda: _has_event(api, namespace, "sig", "VerificationFailed"))
+    events = [
+        e for e in await events_for(api, namespace, "sig") if e["reason"] == "VerificationFailed"
+    ]
+    assert events[0]["type"] == "Warning"
+    assert "SignatureInvalid" in events[0]["message"]
+    assert await staple_of(api, namespace, "sig") is None
+    obj = await wait_for(lambda: status_with(api, namespace, "sig", "lastError"))
+    assert obj["status"]["conditions"][0]["status"] == "False"
+    assert "SignatureInvalid" in obj["status"]["lastError"]

@@ -51,6 +51,9 @@ class Invalid(ApiError):
     """422: the server rejected the object, e.g. a failed JSON-patch ``test`` operation."""
 
 
+MAX_WATCH_LINE = 16 * 1024 * 1024
+"""One watch event (a Secret is at most 1 MiB of data, ~1.4 MiB as JSON) must fit in this."""
+
 _ERRORS: Mapping[int, type[ApiError]] = {404: NotFound, 409: Conflict, 422: Invalid}
 
 
@@ -258,12 +261,15 @@ class ApiClient:
         async with self._session.get(url, headers=self._headers(), timeout=timeout) as resp:
             if resp.status >= 400:
                 raise _error_from(resp.status, await resp.read())
-            while True:
-                line = await resp.content.readline()
-                if not line:
-                    return
-                if line.strip():
-                    yield json.loads(line)
+            buffer = b""
+            async for chunk in resp.content.iter_any():
+                buffer += chunk
+                if len(buffer) > MAX_WATCH_LINE:
+                    raise ApiError(500, "WatchEventTooLarge", f"more than {MAX_WATCH_LINE} bytes")
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield json.loads(line)
 
 
 def _error_from(status: int, payload: bytes) -> ApiError:
