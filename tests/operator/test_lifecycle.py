@@ -24,6 +24,7 @@ from support.staples import (
     openssl_verifies,
     staple_of,
     staple_path,
+    stapled_secret,
     status_with,
 )
 
@@ -84,9 +85,7 @@ async def test_revoked_is_stapled_with_a_warning(
 ) -> None:  # fmt: skip
     clock = FakeClock()
     op = await start_operator(clock=clock)
-    leaf = pki.leaf(ocsp_urls=[responder.url])
-    await create_secret(api, namespace, "rev", pki, leaf, annotations=ENABLED)
-    await wait_for(lambda: staple_of(api, namespace, "rev"))
+    leaf, _ = await stapled_secret(api, namespace, "rev", pki, responder.url)
     pki.set_status(leaf, "R", reason="keyCompromise")
     await op.advance(hours=13)  # past the midpoint of the 24 h response: a refresh is due
     der = await wait_for(lambda: staple_of(api, namespace, "rev"))

@@ -27,7 +27,14 @@ from support.kube import (
 from support.operators import StartOperator
 from support.pki import TestPKI
 from support.responders import OpenSSLResponder, ScriptedServer
-from support.staples import ENABLED, create_secret, staple_of, staple_path, status_with
+from support.staples import (
+    ENABLED,
+    create_secret,
+    staple_of,
+    staple_path,
+    stapled_secret,
+    status_with,
+)
 
 
 async def test_outage_keeps_the_staple_until_next_update_then_removes_it(
@@ -99,9 +106,7 @@ async def test_a_restart_fetches_what_is_due(
     start_operator: StartOperator,
 ) -> None:
     first = await start_operator()
-    leaf = pki.leaf(ocsp_urls=[responder.url])
-    await create_secret(api, namespace, "due", pki, leaf, annotations=ENABLED)
-    await wait_for(lambda: staple_of(api, namespace, "due"))
+    _leaf, _ = await stapled_secret(api, namespace, "due", pki, responder.url)
     await first.shutdown()
     before = responder.request_count()
     later = FakeClock()
@@ -164,9 +169,7 @@ async def test_the_write_precondition_is_enforced_by_the_api_server(
     """The in-memory check aside, the patch itself refuses a rotated tls.crt (a race the
     watch has not reported yet): drive the reconciler's write with a stale view."""
     op = await start_operator()
-    leaf = pki.leaf(ocsp_urls=[responder.url])
-    await create_secret(api, namespace, "pre", pki, leaf, annotations=ENABLED)
-    await wait_for(lambda: staple_of(api, namespace, "pre"))
+    leaf, _ = await stapled_secret(api, namespace, "pre", pki, responder.url)
     await op.settle()
     rec = next(iter(op.reconciler.records.values()))
     held = rec.held
@@ -209,9 +212,7 @@ async def test_unknown_is_not_stapled_and_the_good_staple_is_kept(
 ) -> None:
     clock = FakeClock()
     op = await start_operator(clock=clock)
-    leaf = pki.leaf(ocsp_urls=[responder.url])
-    await create_secret(api, namespace, "unk", pki, leaf, annotations=ENABLED)
-    good = await wait_for(lambda: staple_of(api, namespace, "unk"))
+    leaf, good = await stapled_secret(api, namespace, "unk", pki, responder.url)
     pki.forget(leaf)  # the responder now answers "unknown"
     await op.advance(hours=13)
     assert await staple_of(api, namespace, "unk") == good
@@ -333,9 +334,7 @@ async def test_revoked_action_remove(
 ) -> None:
     clock = FakeClock()
     op = await start_operator(clock=clock, revoked_action="remove")
-    leaf = pki.leaf(ocsp_urls=[responder.url])
-    await create_secret(api, namespace, "rr", pki, leaf, annotations=ENABLED)
-    await wait_for(lambda: staple_of(api, namespace, "rr"))
+    leaf, _ = await stapled_secret(api, namespace, "rr", pki, responder.url)
     pki.set_status(leaf, "R")
     await op.advance(hours=13)
     assert await staple_of(api, namespace, "rr") is None
@@ -352,9 +351,7 @@ async def test_metrics(
     start_operator: StartOperator,
 ) -> None:
     op = await start_operator()
-    leaf = pki.leaf(ocsp_urls=[responder.url])
-    await create_secret(api, namespace, "m", pki, leaf, annotations=ENABLED)
-    await wait_for(lambda: staple_of(api, namespace, "m"))
+    _leaf, _ = await stapled_secret(api, namespace, "m", pki, responder.url)
     await op.settle()
     reg = op.reconciler.metrics.registry
     labels = {"namespace": namespace, "secret": "m"}

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ocsp_stapler.k8s.client import ApiClient, resource_path
-from support.kube import get_or_none, secret_path, tls_secret
+from support.kube import get_or_none, secret_path, tls_secret, wait_for
 from support.pki import Issued, TestPKI
 
 ENABLED = {"ocsp-stapler.dev/enabled": "true"}
@@ -63,3 +63,12 @@ async def status_with(
 
 async def gone(api: ApiClient, path: str) -> bool:
     return await get_or_none(api, path) is None
+
+
+async def stapled_secret(
+    api: ApiClient, namespace: str, name: str, pki: TestPKI, url: str
+) -> tuple[Issued, bytes]:
+    """Create an opted-in Secret for a new leaf answered at ``url``; wait for its staple."""
+    leaf = pki.leaf(ocsp_urls=[url])
+    await create_secret(api, namespace, name, pki, leaf, annotations=ENABLED)
+    return leaf, await wait_for(lambda: staple_of(api, namespace, name), what=f"a staple in {name}")
