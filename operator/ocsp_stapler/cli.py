@@ -250,3 +250,57 @@ def operator_command(
         raise click.UsageError(str(exc)) from None
     configure_logging(settings.log_format, debug=verbose)
     asyncio.run(run_operator(settings, credentials=load_credentials(kubeconfig)))
+
+
+@main.command("ingress")
+@click.option(
+    "--namespace",
+    "namespaces",
+    multiple=True,
+    help="Watch this namespace (repeatable). Default: OCSP_STAPLER_NAMESPACES, else all.",
+)
+@click.option(
+    "--kubeconfig",
+    type=click.Path(dir_okay=False),
+    help="Kubeconfig; default as kubectl, then in-cluster.",
+)
+@click.option("--https-port", type=int, help="TLS port (OCSP_STAPLER_HTTPS_PORT, default 8443).")
+@click.option("--http-port", type=int, help="Redirecting HTTP port; 0 disables (default 8080).")
+@click.option("--health-port", type=int, help="/healthz, /readyz, /metrics port (default 10254).")
+@click.option("--workers", type=int, help="Worker processes (default: one per CPU).")
+@click.option("--bind-address", help="Listen address (default 0.0.0.0).")
+@click.option("--log-format", type=click.Choice(["plain", "json"]), help="Log format.")
+def ingress_command(
+    *,
+    namespaces: tuple[str, ...],
+    kubeconfig: str | None,
+    https_port: int | None,
+    http_port: int | None,
+    health_port: int | None,
+    workers: int | None,
+    bind_address: str | None,
+    log_format: str | None,
+) -> None:
+    """Run the ingress: serve Ingresses of class ocsp-stapler over TLS, stapling from Secrets."""
+    from ocsp_stapler.config import ConfigError, from_environment  # noqa: PLC0415
+    from ocsp_stapler.ingress.settings import IngressSettings  # noqa: PLC0415
+    from ocsp_stapler.ingress.supervisor import Supervisor  # noqa: PLC0415
+    from ocsp_stapler.k8s.client import load_credentials  # noqa: PLC0415
+    from ocsp_stapler.logs import configure_logging  # noqa: PLC0415
+
+    try:
+        settings = from_environment(
+            IngressSettings,
+            os.environ,
+            namespaces=namespaces or None,
+            https_port=https_port,
+            http_port=http_port,
+            health_port=health_port,
+            workers=workers,
+            bind_address=bind_address,
+            log_format=log_format,
+        )
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    configure_logging(settings.log_format)
+    asyncio.run(Supervisor(settings, credentials=load_credentials(kubeconfig)).run())

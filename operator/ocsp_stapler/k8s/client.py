@@ -240,7 +240,12 @@ class ApiClient:
         return await self.request("DELETE", path)
 
     async def watch(
-        self, path: str, *, resource_version: str | None = None, timeout_seconds: int = 300
+        self,
+        path: str,
+        *,
+        resource_version: str | None = None,
+        timeout_seconds: int = 300,
+        params: Mapping[str, str] | None = None,
     ) -> AsyncIterator[JsonObject]:
         """Yield watch events ``{"type": ..., "object": ...}`` until the server ends the stream.
 
@@ -249,14 +254,15 @@ class ApiClient:
         """
         if self._session is None:
             raise RuntimeError("ApiClient used outside 'async with'")
-        params = {
+        query = {
+            **(params or {}),
             "watch": "true",
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(timeout_seconds),
         }
         if resource_version:
-            params["resourceVersion"] = resource_version
-        url = f"{self._creds.server}{path}?{urlencode(params)}"
+            query["resourceVersion"] = resource_version
+        url = f"{self._creds.server}{path}?{urlencode(query)}"
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=timeout_seconds + 30)
         async with self._session.get(url, headers=self._headers(), timeout=timeout) as resp:
             if resp.status >= 400:

@@ -1,0 +1,128 @@
+"""Ingress metrics: counted in each worker, summed by the watcher, served as Prometheus.
+
+| metric | type | labels |
+|---|---|---|
+| ocsp_stapler_ingress_handshakes_total | counter | version, staple |
+| ocsp_stapler_ingress_handshake_failures_total | counter | |
+| ocsp_stapler_ingress_requests_total | counter | code |
+| ocsp_stapler_ingress_upstream_latency_seconds | histogram | |
+| ocsp_stapler_ingress_connections | gauge | |
+
+``version`` is TLSv1.2 or TLSv1.3; ``staple`` is served, not_served (asked, none valid) or
+not_requested (the client sent no status_request).
+
+Workers are processes, so each keeps plain counters and sends a snapshot every second; the
+watcher keeps the latest snapshot per worker and adds them up at scrape time.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class WorkerMetrics:
+    __slots__ = (
+        "connections",
+        "failures",
+        "handshakes",
+        "latency_buckets",
+        "latency_count",
+        "latency_sum",
+        "requests",
+    )
+
+    def __init__(self) -> None:
+        self.handshakes: Counter[str] = Counter()
+        self.failures = 0
+        self.requests: Counter[str] = Counter()
+        self.latency_buckets = [0] * len(BUCKETS)
+        self.latency_sum = 0.0
+        self.latency_count = 0
+        self.connections = 0
+
+    def handshake(self, version: str, staple: str) -> None:
+        self.handshakes[f"{version}|{staple}"] += 1
+
+    def request(self, status: int) -> None:
+        self.requests[str(status)] += 1
+
+    def upstream_latency(self, seconds: float) -> None:
+        for i, bound in enumerate(BUCKETS):
+            if seconds <= bound:
+                self.latency_buckets[i] += 1
+                break
+        self.latency_sum += seconds
+        self.latency_count += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "handshakes": dict(self.handshakes),
+            "failures": self.failures,
+            "requests": dict(self.requests),
+            "latency_buckets": self.latency_buckets,
+            "latency_sum": self.latency_sum,
+            "latency_count": self.latency_count,
+            "connections": self.connections,
+        }
+
+
+class IngressCollector(Collector):
+    """Sums the latest snapshot of every worker (including workers that were restarted)."""
+
+    def __init__(self) -> None:
+        self.snapshots: dict[str, dict[str, Any]] = {}
+
+    def collect(self) -> Iterator[Any]:
+        handshakes: Counter[str] = Counter()
+        requests: Counter[str] = Counter()
+        buckets = [0] * len(BUCKETS)
+        failures = count = connections = 0
+        total = 0.0
+        for snap in self.snapshots.values():
+            handshakes.update(snap.get("handshakes", {}))
+            requests.update(snap.get("requests", {}))
+            failures += snap.get("failures", 0)
+            for i, n in enumerate(snap.get("latency_buckets", [])[: len(BUCKETS)]):
+                buckets[i] += n
+            total += snap.get("latency_sum", 0.0)
+            count += snap.get("latency_count", 0)
+            connections += snap.get("connections", 0)
+        hs = CounterMetricFamily(
+            "ocsp_stapler_ingress_handshakes",
+            "TLS handshakes completed.",
+            labels=["version", "staple"],
+        )
+        for key, n in sorted(handshakes.items()):
+            version, staple = key.split("|", 1)
+            hs.add_metric([version, staple], n)
+        yield hs
+        yield CounterMetricFamily(
+            "ocsp_stapler_ingress_handshake_failures", "TLS handshakes that failed.", value=failures
+        )
+        rq = CounterMetricFamily(
+            "ocsp_stapler_ingress_requests", "HTTP responses by status code.", labels=["code"]
+        )
+        for code, n in sorted(requests.items()):
+            rq.add_metric([code], n)
+        yield rq
+        cumulative, acc = [], 0
+        for bound, n in zip(BUCKETS, buckets, strict=True):
+            acc += n
+            cumulative.append((str(bound), acc))
+        cumulative.append(("+Inf", count))
+        yield HistogramMetricFamily(
+            "ocsp_stapler_ingress_upstream_latency_seconds",
+            "Time from sending a request upstream to its response head.",
+            buckets=cumulative,
+            sum_value=total,
+        )
+        yield GaugeMetricFamily(
+            "ocsp_stapler_ingress_connections", "Open client connections.", value=connections
+        )

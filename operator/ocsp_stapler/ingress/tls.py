@@ -1,0 +1,195 @@
+"""TLS termination with pyOpenSSL: a Context per certificate version, SNI, OCSP stapling.
+
+The only module of the package that imports OpenSSL. pyOpenSSL (26+) refuses changes to a
+Context once it made a Connection, so a certificate change builds a *new* Context and the SNI
+callback picks it for new handshakes; open connections keep theirs. A staple change only swaps
+the bytes in the certificate's ``Staple`` holder, which the OCSP callback reads per handshake,
+so new handshakes staple the new response at once.
+
+The OCSP callback runs only when the client asked (status_request). It serves the held staple
+if it has not expired by the clock; else nothing. For must-staple certificates under the
+``strict`` policy, a handshake without a valid staple is refused (the SNI callback switches to
+a Context without any certificate, so OpenSSL aborts the handshake).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from OpenSSL import SSL
+
+from ocsp_stapler.ocsp.chains import must_staple
+
+SERVED, NOT_SERVED, NOT_REQUESTED = "served", "not_served", "not_requested"
+_CIPHERS = b"ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!SHA1"
+_HTTP11 = b"http/1.1"
+
+
+class Staple:
+    """The staple currently served for one certificate (replaced in place on updates)."""
+
+    __slots__ = ("der", "expires_at")
+
+    def __init__(self, der: bytes = b"", expires_at: float = 0.0) -> None:
+        self.der = der
+        self.expires_at = expires_at
+
+    def valid(self, now: float) -> bool:
+        return bool(self.der) and now < self.expires_at
+
+
+@dataclass
+class CertEntry:
+    id: str
+    version: str
+    context: SSL.Context
+    staple: Staple
+    must_staple: bool
+    hosts: tuple[str, ...]
+
+
+class HandshakeState:
+    """What a connection's handshake did about stapling (set by the OCSP callback)."""
+
+    __slots__ = ("staple",)
+
+    def __init__(self) -> None:
+        self.staple = NOT_REQUESTED
+
+
+def _alpn(_conn: SSL.Connection, offered: list[bytes]) -> bytes | Any:
+    return _HTTP11 if _HTTP11 in offered else SSL.NO_OVERLAPPING_PROTOCOLS
+
+
+def dns_names(cert: x509.Certificate) -> tuple[str, ...]:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (x509.ExtensionNotFound, ValueError):
+        return ()
+    return tuple(n.lower() for n in san.get_values_for_type(x509.DNSName))
+
+
+class CertificateStore:
+    """All certificates a worker serves, and the SNI and OCSP callbacks over them."""
+
+    def __init__(
+        self, *, must_staple_policy: str = "lenient", clock: Callable[[], float] = time.time
+    ) -> None:
+        self.strict = must_staple_policy == "strict"
+        self.clock = clock
+        self.entries: dict[str, CertEntry] = {}
+        self.exact: dict[str, CertEntry] = {}
+        self.wildcard: dict[str, CertEntry] = {}
+        self.default: CertEntry | None = None
+        self._refuse = SSL.Context(SSL.TLS_SERVER_METHOD)  # no certificate: the handshake fails
+
+    # ------------------------------------------------------------ configuration updates
+
+    def _context(
+        self, entry_staple: Staple, chain_pem: bytes, key_pem: bytes
+    ) -> tuple[SSL.Context, bool, tuple[str, ...]]:
+        certs = x509.load_pem_x509_certificates(chain_pem)
+        key = serialization.load_pem_private_key(key_pem, password=None)
+        ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
+        ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
+        ctx.set_options(
+            SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE | SSL.OP_NO_RENEGOTIATION
+        )
+        ctx.set_cipher_list(_CIPHERS)
+        ctx.use_certificate(certs[0])
+        for extra in certs[1:]:
+            ctx.add_extra_chain_cert(extra)
+        ctx.use_privatekey(key)  # type: ignore[arg-type]
+        ctx.check_privatekey()
+        ctx.set_tlsext_servername_callback(self._on_servername)
+        ctx.set_ocsp_server_callback(self._on_status, data=entry_staple)
+        ctx.set_alpn_select_callback(_alpn)
+        return ctx, must_staple(certs[0]), dns_names(certs[0])
+
+    def apply(self, certs: Mapping[str, Mapping[str, Any]], default_id: str | None) -> list[str]:
+        """Install a snapshot of certificates; return the ids that could not be loaded."""
+        failed: list[str] = []
+        entries: dict[str, CertEntry] = {}
+        for cert_id, c in certs.items():
+            current = self.entries.get(cert_id)
+            if current is not None and current.version == c["version"]:
+                entry = current
+            else:
+                staple = Staple()
+                try:
+                    ctx, strict_cert, names = self._context(
+                        staple, c["chain"].encode(), c["key"].encode()
+                    )
+                except (ValueError, TypeError, SSL.Error):
+                    failed.append(cert_id)
+                    continue
+                hosts = tuple(h.lower() for h in c.get("hosts") or ()) or names
+                entry = CertEntry(cert_id, c["version"], ctx, staple, strict_cert, hosts)
+            staple_der = c.get("staple")
+            # Swap the bytes in place: contexts built earlier keep pointing at this holder.
+            entry.staple.der = bytes.fromhex(staple_der) if staple_der else b""
+            entry.staple.expires_at = float(c.get("staple_expires") or 0.0)
+            entries[cert_id] = entry
+        exact: dict[str, CertEntry] = {}
+        wildcard: dict[str, CertEntry] = {}
+        for entry in sorted(entries.values(), key=lambda e: e.id):
+            for host in entry.hosts:
+                if host.startswith("*."):
+                    wildcard.setdefault(host[1:], entry)
+                else:
+                    exact.setdefault(host, entry)
+        self.entries, self.exact, self.wildcard = entries, exact, wildcard
+        self.default = entries.get(default_id or "") or next(iter(entries.values()), None)
+        return failed
+
+    # ----------------------------------------------------------------- per connection
+
+    def new_connection(self) -> SSL.Connection | None:
+        if self.default is None:
+            return None
+        conn = SSL.Connection(self.default.context, None)
+        conn.set_accept_state()
+        conn.set_app_data(HandshakeState())
+        return conn
+
+    def lookup(self, server_name: bytes | None) -> CertEntry | None:
+        if server_name:
+            name = server_name.decode("ascii", "replace").lower().rstrip(".")
+            entry = self.exact.get(name)
+            if entry is not None:
+                return entry
+            dot = name.find(".")
+            if dot > 0:
+                entry = self.wildcard.get(name[dot:])
+                if entry is not None:
+                    return entry
+        return self.default
+
+    def _on_servername(self, conn: SSL.Connection) -> None:
+        entry = self.lookup(conn.get_servername())
+        if entry is None:
+            conn.set_context(self._refuse)
+            return
+        if self.strict and entry.must_staple and not entry.staple.valid(self.clock()):
+            conn.set_context(self._refuse)
+            return
+        if entry.context is not conn.get_context():
+            conn.set_context(entry.context)
+
+    def _on_status(self, conn: SSL.Connection, staple: Staple | None) -> bytes:
+        state = conn.get_app_data()
+        if staple is not None and staple.valid(self.clock()):
+            state.staple = SERVED
+            return staple.der
+        state.staple = NOT_SERVED
+        return b""
+
+    def refuses_without_sni(self) -> bool:
+        """Strict must-staple for the default certificate applies to clients without SNI too."""
+        d = self.default
+        return d is not None and self.strict and d.must_staple and not d.staple.valid(self.clock())

@@ -1,0 +1,397 @@
+"""One ingress worker process: asyncio, TLS over memory BIOs, configuration from the watcher.
+
+Started by the supervisor with its listening sockets (SO_REUSEPORT, one per worker, so the
+kernel spreads connections) and one end of a socket pair. It serves nothing until the first
+configuration arrives, then applies every later snapshot in place: routes are swapped, new
+certificates get new Contexts, staples are swapped in their holders.
+
+Per connection the protocol does the least Python it can: bytes in, ``bio_write``,
+``do_handshake`` or ``recv``, bytes out. A handshake has ``handshake_timeout`` to finish, a
+request head ``header_timeout``; a worker holds at most ``max_connections`` (more are closed
+at once). SIGTERM drains: listeners close, idle keep-alive connections close, requests in
+flight finish (told ``Connection: close``) within ``drain_timeout``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import socket
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from OpenSSL import SSL
+
+from ocsp_stapler.ingress import channel, http1
+from ocsp_stapler.ingress.metrics import WorkerMetrics
+from ocsp_stapler.ingress.proxying import BackendPool, ConnectionServer, ProxySettings
+from ocsp_stapler.ingress.routes import RouteTable, table_from_wire
+from ocsp_stapler.ingress.tls import CertificateStore
+
+logger = logging.getLogger("ocsp_stapler.ingress.worker")
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    handshake_timeout: float = 10.0
+    max_connections: int = 10_000
+    drain_timeout: float = 20.0
+    must_staple_policy: str = "lenient"
+    https_port: int = 443
+    """Advertised in redirects from the HTTP listener."""
+    proxy: ProxySettings = field(default_factory=ProxySettings)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> WorkerSettings:
+        raw = json.loads(text)
+        raw["proxy"] = ProxySettings(**raw["proxy"])
+        return cls(**raw)
+
+
+class Worker:
+    def __init__(self, settings: WorkerSettings) -> None:
+        self.settings = settings
+        self.metrics = WorkerMetrics()
+        self.store = CertificateStore(must_staple_policy=settings.must_staple_policy)
+        self.table = RouteTable()
+        self.pool = BackendPool(settings.proxy)
+        self.server = ConnectionServer(
+            routes=lambda: self.table,
+            pool=self.pool,
+            settings=settings.proxy,
+            metrics=self.metrics,
+            draining=lambda: self.draining,
+        )
+        self.connections: set[ClientConnection] = set()
+        self.draining = False
+        self.configured = asyncio.Event()
+
+    def apply(self, message: dict[str, Any]) -> None:
+        self.table = table_from_wire(message["routes"])
+        failed = self.store.apply(message["certs"], message.get("default"))
+        for cert_id in failed:
+            logger.warning("certificate %s could not be loaded; not served", cert_id)
+        self.configured.set()
+
+
+class Server(Protocol):
+    async def serve(
+        self, reader: asyncio.StreamReader, writer: Any, *, client_ip: str, proto: bytes
+    ) -> None: ...
+
+
+class ClientWriterBase:
+    """Backpressure shared by both protocols: ``drain`` waits while the transport is paused."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._resume = asyncio.Event()
+        self._resume.set()
+        self.closing = False
+        self.idle = True
+
+    def pause_writing(self) -> None:
+        self._resume.clear()
+
+    def resume_writing(self) -> None:
+        self._resume.set()
+
+    async def drain(self) -> None:
+        if self.closing:
+            raise ConnectionError("connection closed")
+        await self._resume.wait()
+
+
+class ClientConnection(ClientWriterBase, asyncio.Protocol):
+    """A TLS client connection: handshake, then plaintext to the HTTP server."""
+
+    def __init__(self, worker: Worker, *, tls: bool, server: Server) -> None:
+        super().__init__()
+        self.worker = worker
+        self.tls = tls
+        self.server = server
+        self.conn: SSL.Connection | None = None
+        self.handshook = not tls
+        self.reader = asyncio.StreamReader(limit=worker.settings.proxy.max_header_bytes)
+        self.task: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.client_ip = ""
+
+    # asyncio.Protocol ------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if not isinstance(transport, asyncio.Transport):
+            raise TypeError("a stream transport is required")
+        self.transport = transport
+        w = self.worker
+        peer = transport.get_extra_info("peername")
+        self.client_ip = str(peer[0]) if peer else ""
+        if w.draining or len(w.connections) >= w.settings.max_connections:
+            transport.abort()
+            return
+        w.connections.add(self)
+        w.metrics.connections = len(w.connections)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.tls:
+            self.conn = w.store.new_connection()
+            if self.conn is None:
+                transport.abort()
+                return
+            self.timer = asyncio.get_running_loop().call_later(
+                w.settings.handshake_timeout, self._handshake_expired
+            )
+        else:
+            self._start_serving(b"http")
+
+    def data_received(self, data: bytes) -> None:
+        if not self.tls:
+            self.reader.feed_data(data)
+            return
+        conn = self.conn
+        if conn is None:
+            return
+        conn.bio_write(data)
+        if not self.handshook:
+            try:
+                conn.do_handshake()
+            except SSL.WantReadError:
+                self._flush()
+                return
+            except SSL.Error:
+                self._flush()
+                self.worker.metrics.failures += 1
+                self._abort()
+                return
+            self.handshook = True
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+            version = conn.get_protocol_version_name()
+            self.worker.metrics.handshake(version, conn.get_app_data().staple)
+            self._flush()
+            if conn.get_servername() is None and self.worker.store.refuses_without_sni():
+                self._abort()
+                return
+            self._start_serving(b"https")
+        self._decrypt()
+
+    def _decrypt(self) -> None:
+        conn = self.conn
+        while conn is not None:
+            try:
+                data = conn.recv(65536)
+            except SSL.WantReadError:
+                break
+            except SSL.ZeroReturnError:
+                self.reader.feed_eof()
+                break
+            except SSL.Error:
+                self._abort()
+                return
+            if not data:
+                break
+            self.reader.feed_data(data)
+        self._flush()
+
+    def eof_received(self) -> bool | None:
+        self.reader.feed_eof()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self._resume.set()
+        self.reader.feed_eof()
+        if self.timer is not None:
+            self.timer.cancel()
+        self.worker.connections.discard(self)
+        self.worker.metrics.connections = len(self.worker.connections)
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    # writing ------------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        if self.closing or self.transport is None:
+            return
+        if self.conn is None:
+            self.transport.write(data)
+            return
+        try:
+            self.conn.sendall(data)
+        except SSL.Error:
+            self._abort()
+            return
+        self._flush()
+
+    def _flush(self) -> None:
+        conn, transport = self.conn, self.transport
+        if conn is None or transport is None or transport.is_closing():
+            return
+        while True:
+            try:
+                out = conn.bio_read(262144)
+            except SSL.WantReadError:
+                return
+            if not out:
+                return
+            transport.write(out)
+
+    def close(self) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        if self.conn is not None and self.handshook:
+            with contextlib.suppress(SSL.Error):
+                self.conn.shutdown()
+            self._flush()
+        if self.transport is not None:
+            self.transport.close()
+
+    def _abort(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _handshake_expired(self) -> None:
+        self.timer = None
+        if not self.handshook:
+            self.worker.metrics.failures += 1
+            self._abort()
+
+    def _start_serving(self, proto: bytes) -> None:
+        self.task = asyncio.get_running_loop().create_task(
+            self.server.serve(self.reader, self, client_ip=self.client_ip, proto=proto)
+        )
+
+
+class RedirectServer:
+    """Plain HTTP: every request gets a 308 to the same URL over https."""
+
+    def __init__(self, https_port: int, metrics: WorkerMetrics) -> None:
+        self.https_port = https_port
+        self.metrics = metrics
+
+    async def serve(
+        self, reader: asyncio.StreamReader, writer: Any, *, client_ip: str, proto: bytes
+    ) -> None:
+        try:
+            raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            head = http1.parse_request_head(raw)
+        except (
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            TimeoutError,
+            ConnectionError,
+        ):
+            writer.close()
+            return
+        except http1.BadMessage as exc:
+            writer.write(http1.simple_response(exc.status, str(exc), close=True))
+            writer.close()
+            return
+        host = (head.get(b"host") or b"").split(b":", 1)[0]
+        port = b"" if self.https_port == 443 else b":%d" % self.https_port
+        location = b"https://" + host + port + head.start[1]
+        self.metrics.request(308)
+        writer.write(
+            http1.simple_response(308, "use https", close=True, extra=[(b"Location", location)])
+        )
+        await writer.drain()
+        writer.close()
+
+
+async def _report_metrics(worker: Worker, writer: asyncio.StreamWriter) -> None:
+    while True:
+        await asyncio.sleep(1.0)
+        await channel.send(writer, {"metrics": worker.metrics.snapshot()})
+
+
+async def run_worker(
+    settings: WorkerSettings,
+    https_sock: socket.socket,
+    http_sock: socket.socket | None,
+    control: socket.socket,
+) -> None:
+    loop = asyncio.get_running_loop()
+    worker = Worker(settings)
+    reader, writer = await asyncio.open_connection(sock=control, limit=channel.MAX_MESSAGE)
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+
+    async def follow_config() -> None:
+        while (message := await channel.receive(reader)) is not None:
+            if "routes" in message:
+                worker.apply(message)
+        stop.set()  # the watcher is gone: exit (it restarts us, or it is shutting down)
+
+    follower = loop.create_task(follow_config())
+    await asyncio.wait(
+        {follower, loop.create_task(worker.configured.wait())}, return_when=asyncio.FIRST_COMPLETED
+    )
+    servers = [
+        await loop.create_server(
+            lambda: ClientConnection(worker, tls=True, server=worker.server),
+            sock=https_sock,
+            backlog=4096,
+        )
+    ]
+    if http_sock is not None:
+        redirect = RedirectServer(settings.https_port, worker.metrics)
+        servers.append(
+            await loop.create_server(
+                lambda: ClientConnection(worker, tls=False, server=redirect),
+                sock=http_sock,
+                backlog=4096,
+            )
+        )
+    reporter = loop.create_task(_report_metrics(worker, writer))
+    await stop.wait()
+
+    # Drain: stop accepting, close idle connections, let requests in flight finish.
+    worker.draining = True
+    for server in servers:
+        server.close()
+    deadline = loop.time() + settings.drain_timeout
+    while worker.connections and loop.time() < deadline:
+        for conn in list(worker.connections):
+            if conn.idle:
+                conn.close()
+        await asyncio.sleep(0.05)
+    for conn in list(worker.connections):
+        conn._abort()
+    reporter.cancel()
+    with contextlib.suppress(Exception):
+        await channel.send(writer, {"metrics": worker.metrics.snapshot()})
+    follower.cancel()
+    worker.pool.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ocsp-stapler-ingress-worker")
+    parser.add_argument("--https-fd", type=int, required=True)
+    parser.add_argument("--http-fd", type=int, default=-1)
+    parser.add_argument("--control-fd", type=int, required=True)
+    parser.add_argument("--settings", required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s worker %(process)d %(levelname)s %(message)s"
+    )
+    https_sock = socket.socket(fileno=args.https_fd)
+    http_sock = socket.socket(fileno=args.http_fd) if args.http_fd >= 0 else None
+    control = socket.socket(fileno=args.control_fd)
+    asyncio.run(run_worker(WorkerSettings.from_json(args.settings), https_sock, http_sock, control))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

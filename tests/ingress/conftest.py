@@ -1,0 +1,82 @@
+"""Fixtures for the ingress: its IngressClass, a PKI with a responder, a loopback backend,
+and the ingress process watching this test's namespace."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from devcluster.controlplane import ControlPlane
+
+from ocsp_stapler.k8s.client import ApiClient, Conflict
+from support.backends import EchoBackend
+from support.ingresses import IngressProcess, MakeSite, fetch_staple, start_ingress
+from support.kube import secret_path, tls_secret
+from support.pki import Issued, TestPKI
+from support.responders import OpenSSLResponder
+
+
+@pytest.fixture(scope="session")
+def ingress_class(cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> None:
+    manifest = Path(tmp_path_factory.mktemp("ingressclass")) / "class.yaml"
+    manifest.write_text(
+        "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata:\n  name: ocsp-stapler\n"
+        "spec:\n  controller: ocsp-stapler.dev/ingress\n"
+    )
+    cluster.kubectl("apply", "-f", str(manifest))
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
+    return TestPKI(Path(tmp_path_factory.mktemp("ingress-pki")), "ec")
+
+
+@pytest.fixture(scope="session")
+def responder(pki: TestPKI) -> Iterator[OpenSSLResponder]:
+    with OpenSSLResponder(pki, signer="delegate") as r:
+        yield r
+
+
+@pytest.fixture
+async def backend() -> AsyncIterator[EchoBackend]:
+    b = await EchoBackend().start()
+    yield b
+    await b.stop()
+
+
+@pytest.fixture
+async def ingress(
+    cluster: ControlPlane, ingress_class: None, namespace: str, tmp_path: Path
+) -> AsyncIterator[IngressProcess]:
+    proc = start_ingress(
+        kubeconfig=cluster.kubeconfig, namespace=namespace, log=tmp_path / "ingress.log"
+    )
+    try:
+        await proc.ready()
+        yield proc
+    finally:
+        await proc.stop()
+
+
+@pytest.fixture
+def site(api: ApiClient, namespace: str, pki: TestPKI, responder: OpenSSLResponder) -> MakeSite:
+    """A TLS Secret for ``host`` (with a real staple unless told otherwise)."""
+
+    async def make(
+        host: str, secret: str, *, staple: bool = True, must_staple: bool = False
+    ) -> tuple[Issued, bytes | None]:
+        leaf = pki.leaf(host, ocsp_urls=[responder.url], must_staple=must_staple)
+        der = await fetch_staple(pki, leaf) if staple else None
+        extra = {"tls.ocsp-staple": der} if der else None
+        body: dict[str, Any] = tls_secret(
+            secret, namespace, crt=pki.chain_pem(leaf), key=leaf.key_pem, extra=extra
+        )
+        try:
+            await api.create(secret_path(namespace), body)
+        except Conflict:
+            await api.replace(secret_path(namespace, secret), body)
+        return leaf, der
+
+    return make
