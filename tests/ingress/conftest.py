@@ -12,7 +12,7 @@ from devcluster.controlplane import ControlPlane
 
 from ocsp_stapler.k8s.client import ApiClient, Conflict
 from support.backends import EchoBackend
-from support.ingresses import IngressProcess, MakeSite, fetch_staple, start_ingress
+from support.ingresses import IngressProcess, MakeSite, StartIngress, fetch_staple, start_ingress
 from support.kube import secret_path, tls_secret
 from support.pki import Issued, TestPKI
 from support.responders import OpenSSLResponder
@@ -47,17 +47,32 @@ async def backend() -> AsyncIterator[EchoBackend]:
 
 
 @pytest.fixture
-async def ingress(
+async def start(
     cluster: ControlPlane, ingress_class: None, namespace: str, tmp_path: Path
-) -> AsyncIterator[IngressProcess]:
-    proc = start_ingress(
-        kubeconfig=cluster.kubeconfig, namespace=namespace, log=tmp_path / "ingress.log"
-    )
-    try:
+) -> AsyncIterator[StartIngress]:
+    """Start ingress processes for this test's namespace (settings through the environment)."""
+    started: list[IngressProcess] = []
+
+    async def run(*, workers: int = 2, **env: str) -> IngressProcess:
+        proc = start_ingress(
+            kubeconfig=cluster.kubeconfig,
+            namespace=namespace,
+            log=tmp_path / f"ingress-{len(started)}.log",
+            workers=workers,
+            env={f"OCSP_STAPLER_{k.upper()}": v for k, v in env.items()},
+        )
+        started.append(proc)
         await proc.ready()
-        yield proc
-    finally:
+        return proc
+
+    yield run
+    for proc in started:
         await proc.stop()
+
+
+@pytest.fixture
+async def ingress(start: StartIngress) -> IngressProcess:
+    return await start()
 
 
 @pytest.fixture

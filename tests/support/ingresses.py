@@ -18,6 +18,7 @@ from ocsp_stapler.k8s.client import ApiClient, resource_path
 from ocsp_stapler.net.fetching import HttpFetcher
 from ocsp_stapler.ocsp.chains import assemble_chain
 from ocsp_stapler.ocsp.stapling import obtain_staple
+from support.backends import ingress_object, rule
 from support.clocks import utcnow
 from support.kube import secret_path, wait_for
 from support.pki import Issued, TestPKI
@@ -60,6 +61,9 @@ class IngressProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         return await asyncio.to_thread(self.proc.wait, 40)
+
+
+StartIngress = Callable[..., Awaitable[IngressProcess]]
 
 
 def start_ingress(
@@ -134,3 +138,36 @@ def ingress_path(namespace: str) -> str:
     return resource_path(
         api_version="networking.k8s.io/v1", plural="ingresses", namespace=namespace
     )
+
+
+async def publish(
+    api: ApiClient,
+    namespace: str,
+    *,
+    host: str,
+    secret: str,
+    service: str,
+    name: str | None = None,
+    path: str = "/",
+    path_type: str = "Prefix",
+) -> None:
+    """An Ingress of our class routing ``host`` to ``service``, with TLS from ``secret``."""
+    await api.create(
+        ingress_path(namespace),
+        ingress_object(
+            namespace,
+            name or f"ing-{service}-{host.replace('*', 'wild')}"[:60],
+            rules=[rule(host, service, path, path_type)],
+            tls=[{"hosts": [host], "secretName": secret}],
+        ),
+    )
+
+
+def staple_in(s_client_output: str) -> str | None:
+    """'good', 'revoked', 'unknown', or None when s_client saw no staple."""
+    if "OCSP Response Status: successful" not in s_client_output:
+        return None
+    for status in ("good", "revoked", "unknown"):
+        if f"Cert Status: {status}" in s_client_output:
+            return status
+    return None

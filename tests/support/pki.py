@@ -19,6 +19,7 @@ from typing import Literal
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 KeyType = Literal["rsa", "ec"]
@@ -255,6 +256,41 @@ class TestPKI:
             self._write_index()
         for callback in list(self.on_index_change):
             callback()
+
+    def response(
+        self,
+        leaf: Issued,
+        *,
+        this_update: datetime.datetime,
+        next_update: datetime.datetime | None,
+        status: Literal["good", "revoked", "unknown"] = "good",
+        signer: Issued | None = None,
+    ) -> bytes:
+        """A real, signed OCSP response with chosen times (e.g. one already expired), made
+        the way a CA's delegated responder makes it."""
+        signer = signer or self.delegate
+        cert_status = {
+            "good": ocsp.OCSPCertStatus.GOOD,
+            "revoked": ocsp.OCSPCertStatus.REVOKED,
+            "unknown": ocsp.OCSPCertStatus.UNKNOWN,
+        }[status]
+        builder = (
+            ocsp.OCSPResponseBuilder()
+            .add_response(
+                cert=leaf.cert,
+                issuer=self.intermediate.cert,
+                algorithm=hashes.SHA1(),
+                cert_status=cert_status,
+                this_update=this_update,
+                next_update=next_update,
+                revocation_time=this_update if status == "revoked" else None,
+                revocation_reason=None,
+            )
+            .responder_id(ocsp.OCSPResponderEncoding.HASH, signer.cert)
+            .certificates([signer.cert])
+        )
+        response = builder.sign(signer.key, hashes.SHA256())
+        return response.public_bytes(serialization.Encoding.DER)
 
     def forget(self, leaf: Issued) -> None:
         """Drop the leaf from index.txt: the responder then answers "unknown" for it."""
