@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import ssl
 import subprocess
 from pathlib import Path
 
@@ -232,3 +233,50 @@ async def test_must_staple_strict_refuses_lenient_serves(
 async def _handshake(port: int, host: str) -> str | None:
     out = await s_client(port, host)
     return out if "Server certificate" in out else None
+
+
+async def test_a_new_certificate_is_used_and_open_connections_live_on(
+    api: ApiClient,
+    namespace: str,
+    pki: TestPKI,
+    ingress: IngressProcess,
+    backend: EchoBackend,
+    site: MakeSite,
+) -> None:
+    await site(HOST, "www-tls")
+    await expose(api, namespace, "echo", [backend.port])
+    await publish(api, namespace, host=HOST, secret="www-tls", service="echo")
+    await wait_for(lambda: stapled(ingress.https_port, HOST), what="the route")
+    ctx = ssl.create_default_context(cafile=str(pki.path("root")))
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", ingress.https_port, ssl=ctx, server_hostname=HOST
+    )
+    request = f"GET /keep HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()
+    assert await _exchange(reader, writer, request) == 200
+
+    new, _ = await site(
+        HOST, "www-tls"
+    )  # cert-manager renews: new key, new certificate, new staple
+    new_pem = new.pem.decode().strip()
+
+    async def new_cert_served() -> bool:
+        return new_pem in await s_client(ingress.https_port, HOST)
+
+    await wait_for(new_cert_served, what="the new certificate")
+    assert staple_in(await s_client(ingress.https_port, HOST)) == "good"
+    assert await _exchange(reader, writer, request) == 200  # the older connection lives on
+    writer.close()
+
+
+async def _exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+) -> int:
+    writer.write(request)
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    length = next(
+        int(ln.split(b":")[1])
+        for ln in head.split(b"\r\n")
+        if ln.lower().startswith(b"content-length")
+    )
+    await reader.readexactly(length)
+    return int(head.split(b" ")[1])

@@ -1,0 +1,317 @@
+"""Routing and the reverse proxy: hosts, paths, endpoints, errors, limits, redirects, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import ssl
+import time
+from pathlib import Path
+
+from ocsp_stapler.k8s.client import ApiClient
+from support.backends import EchoBackend, expose, ingress_object, rule, set_endpoints
+from support.ingresses import IngressProcess, MakeSite, StartIngress, curl, ingress_path, publish
+from support.kube import wait_for
+from support.pki import TestPKI
+
+HOST = "shop.example.test"
+
+
+async def route_ok(
+    ingress: IngressProcess, pki: TestPKI, host: str = HOST, path: str = "/"
+) -> dict[str, object] | None:
+    got = await curl(ingress.https_port, host, path, ca=pki.path("root"))
+    if got.returncode != 0 or not got.stdout.startswith("{"):
+        return None
+    return dict(json.loads(got.stdout))
+
+
+async def status_of(ingress: IngressProcess, pki: TestPKI, host: str, path: str = "/") -> int:
+    # -k: some of these hosts are deliberately not covered by any certificate
+    got = await curl(ingress.https_port, host, path, "-k", "-o", "/dev/null", "-w", "%{http_code}")
+    assert got.returncode == 0, got.stderr
+    return int(got.stdout)
+
+
+async def raw_https(
+    port: int, host: str, request: bytes, ca: Path, *, read_timeout: float = 10
+) -> bytes:
+    """Send raw bytes over TLS (for requests curl refuses to make) and read the answer."""
+    ctx = ssl.create_default_context(cafile=str(ca))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname=host)
+    writer.write(request)
+    await writer.drain()
+    try:
+        return await asyncio.wait_for(reader.read(65536), read_timeout)
+    finally:
+        writer.close()
+
+
+async def test_hosts_and_paths(
+    api: ApiClient, namespace: str, pki: TestPKI, ingress: IngressProcess, site: MakeSite
+) -> None:
+    backends = {
+        n: await EchoBackend(n).start() for n in ("exact", "prefix", "wild", "root", "impl")
+    }
+    try:
+        for name, b in backends.items():
+            await expose(api, namespace, name, [b.port])
+        await site(HOST, "shop-tls", staple=False)
+        await site("*.example.test", "wild-tls", staple=False)
+        await api.create(
+            ingress_path(namespace),
+            ingress_object(
+                namespace,
+                "paths",
+                rules=[
+                    {"host": HOST, "http": {"paths": [
+                        _path("/api/v1", "Exact", "exact"),
+                        _path("/api", "Prefix", "prefix"),
+                        _path("/static", "ImplementationSpecific", "impl"),
+                        _path("/", "Prefix", "root"),
+                    ]}},
+                    rule("*.example.test", "wild"),
+                ],
+                tls=[{"hosts": [HOST], "secretName": "shop-tls"},
+                     {"hosts": ["*.example.test"], "secretName": "wild-tls"}],
+            ),
+        )  # fmt: skip
+        await wait_for(lambda: route_ok(ingress, pki), what="routes")
+        cases = {
+            (HOST, "/api/v1"): "exact",
+            (HOST, "/api/v1/users"): "prefix",  # Exact does not match deeper paths
+            (HOST, "/api"): "prefix",
+            (HOST, "/api/"): "prefix",
+            (HOST, "/apiary"): "root",  # Prefix matches whole path elements only
+            (HOST, "/static/app.js"): "impl",
+            (HOST, "/?q=1"): "root",
+            ("cart.example.test", "/x"): "wild",
+        }
+        for (host, path), expected in cases.items():
+            got = await route_ok(ingress, pki, host, path)
+            assert got is not None, (host, path)
+            assert got["backend"] == expected, (host, path, got)
+        assert (
+            await status_of(ingress, pki, "a.b.example.test", "/") == 404
+        )  # wildcard covers one label
+    finally:
+        for b in backends.values():
+            await b.stop()
+
+
+def _path(path: str, path_type: str, service: str) -> dict[str, object]:
+    return {
+        "path": path,
+        "pathType": path_type,
+        "backend": {"service": {"name": service, "port": {"name": "http"}}},
+    }
+
+
+async def test_round_robin_over_ready_endpoints(
+    api: ApiClient, namespace: str, pki: TestPKI, ingress: IngressProcess, site: MakeSite
+) -> None:
+    one, two = await EchoBackend("one").start(), await EchoBackend("two").start()
+    try:
+        await site(HOST, "shop-tls", staple=False)
+        await expose(api, namespace, "pool", [one.port, two.port])
+        await publish(api, namespace, host=HOST, secret="shop-tls", service="pool")
+        await wait_for(lambda: route_ok(ingress, pki), what="route")
+        seen = [(await route_ok(ingress, pki) or {}).get("backend") for _ in range(6)]
+        assert set(seen) == {"one", "two"}
+        await set_endpoints(api, namespace, "pool", [one.port])  # "two" goes away
+
+        async def only_one() -> bool:
+            answers = {(await route_ok(ingress, pki) or {}).get("backend") for _ in range(4)}
+            return answers == {"one"}
+
+        await wait_for(only_one, what="the endpoint change")
+    finally:
+        await one.stop()
+        await two.stop()
+
+
+async def test_error_statuses(
+    api: ApiClient,
+    namespace: str,
+    pki: TestPKI,
+    start: StartIngress,
+    site: MakeSite,
+    backend: EchoBackend,
+) -> None:
+    ingress = await start(upstream_timeout_seconds="1")
+    await site(HOST, "shop-tls", staple=False)
+    await expose(api, namespace, "echo", [backend.port])
+    await expose(api, namespace, "refused", [_unused_port()])
+    await expose(api, namespace, "nobody", [])
+    await api.create(
+        ingress_path(namespace),
+        ingress_object(
+            namespace,
+            "errors",
+            rules=[{"host": HOST, "http": {"paths": [
+                _path("/refused", "Prefix", "refused"),
+                _path("/nobody", "Prefix", "nobody"),
+                _path("/", "Prefix", "echo"),
+            ]}}],
+            tls=[{"hosts": [HOST], "secretName": "shop-tls"}],
+        ),
+    )  # fmt: skip
+    await wait_for(lambda: route_ok(ingress, pki), what="route")
+    assert await status_of(ingress, pki, "other.test", "/") == 404
+    assert await status_of(ingress, pki, HOST, "/refused") == 502
+    assert await status_of(ingress, pki, HOST, "/nobody") == 503
+    started = time.monotonic()
+    assert await status_of(ingress, pki, HOST, "/slow?s=5") == 504
+    assert time.monotonic() - started < 4
+
+
+def _unused_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_bodies_keepalive_and_streaming(
+    api: ApiClient, namespace: str, pki: TestPKI, ingress: IngressProcess, backend: EchoBackend,
+    site: MakeSite, tmp_path: Path,
+) -> None:  # fmt: skip
+    await site(HOST, "shop-tls", staple=False)
+    await expose(api, namespace, "echo", [backend.port])
+    await publish(api, namespace, host=HOST, secret="shop-tls", service="echo")
+    await wait_for(lambda: route_ok(ingress, pki), what="route")
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"x" * 3_000_000)
+    got = await curl(
+        ingress.https_port, HOST, "/upload", "--data-binary", f"@{big}", ca=pki.path("root")
+    )
+    assert json.loads(got.stdout)["body_bytes"] == 3_000_000
+    chunked = await curl(
+        ingress.https_port, HOST, "/upload", "-H", "Transfer-Encoding: chunked",
+        "--data-binary", f"@{big}",
+        ca=pki.path("root"),
+    )  # fmt: skip
+    assert json.loads(chunked.stdout)["body_bytes"] == 3_000_000
+    streamed = await curl(ingress.https_port, HOST, "/stream?n=5", ca=pki.path("root"))
+    assert streamed.stdout == "".join(f"chunk {i}\n" for i in range(5))
+    both = await curl(
+        ingress.https_port,
+        HOST,
+        "/one",
+        "-v",
+        f"https://{HOST}:{ingress.https_port}/two",
+        ca=pki.path("root"),
+    )
+    assert "Re-using existing connection" in both.stderr or "Reusing existing" in both.stderr
+    headers = json.loads(got.stdout)["headers"]
+    assert headers["X-Forwarded-Proto"] == "https"
+    assert headers["X-Forwarded-For"] == "127.0.0.1"
+    assert headers["X-Forwarded-Host"].startswith(HOST)
+
+
+async def test_hostile_requests_are_refused(
+    api: ApiClient,
+    namespace: str,
+    pki: TestPKI,
+    ingress: IngressProcess,
+    backend: EchoBackend,
+    site: MakeSite,
+) -> None:
+    await site(HOST, "shop-tls", staple=False)
+    await expose(api, namespace, "echo", [backend.port])
+    await publish(api, namespace, host=HOST, secret="shop-tls", service="echo")
+    await wait_for(lambda: route_ok(ingress, pki), what="route")
+    before = backend.requests
+    ca, port = pki.path("root"), ingress.https_port
+    smuggle = (
+        f"POST / HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 6\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n"
+        "0\r\n\r\nGET /admin HTTP/1.1\r\nHost: x\r\n\r\n"
+    ).encode()
+    assert (await raw_https(port, HOST, smuggle, ca)).startswith(b"HTTP/1.1 400 ")
+    two_lengths = (
+        f"POST / HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab"
+    ).encode()
+    assert (await raw_https(port, HOST, two_lengths, ca)).startswith(b"HTTP/1.1 400 ")
+    huge = f"GET / HTTP/1.1\r\nHost: {HOST}\r\nX-Big: {'a' * 40000}\r\n\r\n".encode()
+    assert (await raw_https(port, HOST, huge, ca)).startswith(b"HTTP/1.1 431 ")
+    many = (
+        f"GET / HTTP/1.1\r\nHost: {HOST}\r\n"
+        + "".join(f"X-{i}: 1\r\n" for i in range(150))
+        + "\r\n"
+    ).encode()
+    assert (await raw_https(port, HOST, many, ca)).startswith(b"HTTP/1.1 431 ")
+    no_host = b"GET / HTTP/1.1\r\n\r\n"
+    assert (await raw_https(port, HOST, no_host, ca)).startswith(b"HTTP/1.1 400 ")
+    folded = f"GET / HTTP/1.1\r\nHost: {HOST}\r\nX-A: 1\r\n  continued\r\n\r\n".encode()
+    assert (await raw_https(port, HOST, folded, ca)).startswith(b"HTTP/1.1 400 ")
+    assert backend.requests == before  # none of it reached the backend
+
+
+async def test_slow_clients_do_not_block_others(
+    api: ApiClient,
+    namespace: str,
+    pki: TestPKI,
+    start: StartIngress,
+    backend: EchoBackend,
+    site: MakeSite,
+) -> None:
+    ingress = await start(workers=1, handshake_timeout_seconds="1", header_timeout_seconds="1")
+    await site(HOST, "shop-tls", staple=False)
+    await expose(api, namespace, "echo", [backend.port])
+    await publish(api, namespace, host=HOST, secret="shop-tls", service="echo")
+    await wait_for(lambda: route_ok(ingress, pki), what="route")
+    # 200 connections that never finish a handshake, and one that stops mid-head.
+    idle = [await asyncio.open_connection("127.0.0.1", ingress.https_port) for _ in range(200)]
+    idle[0][1].write(b"\x16\x03\x01\x00")  # a truncated ClientHello
+    ctx = ssl.create_default_context(cafile=str(pki.path("root")))
+    r, w = await asyncio.open_connection(
+        "127.0.0.1", ingress.https_port, ssl=ctx, server_hostname=HOST
+    )
+    w.write(f"GET / HTTP/1.1\r\nHost: {HOST}\r\n".encode())  # and never the blank line
+    started = time.monotonic()
+    assert await route_ok(ingress, pki) is not None
+    assert time.monotonic() - started < 2
+    # The slow ones are cut off by the timeouts: handshake (1 s) and request head (1 s).
+    assert (await asyncio.wait_for(r.read(4096), 5)).startswith(b"HTTP/1.1 408 ")
+    for reader, writer in idle[:5]:
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+    for _, writer in idle[5:]:
+        writer.close()
+    w.close()
+
+
+async def test_http_redirects_to_https(
+    api: ApiClient, namespace: str, pki: TestPKI, ingress: IngressProcess, site: MakeSite
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", ingress.http_port)
+    writer.write(f"GET /path?x=1 HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
+    answer = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 308 ")
+    assert f"Location: https://{HOST}/path?x=1".encode() in answer
+
+
+async def test_sigterm_drains_requests_in_flight(
+    api: ApiClient,
+    namespace: str,
+    pki: TestPKI,
+    start: StartIngress,
+    backend: EchoBackend,
+    site: MakeSite,
+) -> None:
+    ingress = await start(workers=1)
+    await site(HOST, "shop-tls", staple=False)
+    await expose(api, namespace, "echo", [backend.port])
+    await publish(api, namespace, host=HOST, secret="shop-tls", service="echo")
+    await wait_for(lambda: route_ok(ingress, pki), what="route")
+    slow = asyncio.ensure_future(curl(ingress.https_port, HOST, "/slow?s=1.5", ca=pki.path("root")))
+    await wait_for(
+        lambda: asyncio.sleep(0, backend.requests >= 2), what="the slow request to arrive"
+    )
+    code = await ingress.stop()
+    got = await slow
+    assert got.returncode == 0, got.stderr
+    assert json.loads(got.stdout)["path"] == "/slow?s=1.5"
+    assert code == 0
