@@ -94,8 +94,12 @@ class Credentials:
             return None
         if cfg.refresh_api_key_hook is not None:
             cfg.refresh_api_key_hook(cfg)
-        value = cfg.get_api_key_with_prefix("authorization")
-        return str(value) if value else None
+        # Kubeconfig tokens land under "BearerToken", in-cluster ones under "authorization".
+        for key in ("BearerToken", "authorization"):
+            value = cfg.get_api_key_with_prefix(key)
+            if value:
+                return str(value)
+        return None
 
 
 @dataclass(frozen=True)
