@@ -77,7 +77,9 @@ def test_every_value_is_documented() -> None:
         indent = len(key.group(1))
         parents = [(d, k) for d, k in parents if d < indent]
         if not any(k in FREE_FORM for _, k in parents):
-            assert lines[i - 1].strip().startswith("#"), f"values.yaml:{i + 1} has no comment: {line.strip()}"
+            assert lines[i - 1].strip().startswith("#"), (
+                f"values.yaml:{i + 1} has no comment: {line.strip()}"
+            )
         parents.append((indent, key.group(2)))
 
 

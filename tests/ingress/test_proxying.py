@@ -315,3 +315,27 @@ async def test_sigterm_drains_requests_in_flight(
     assert got.returncode == 0, got.stderr
     assert json.loads(got.stdout)["path"] == "/slow?s=1.5"
     assert code == 0
+
+
+async def test_connections_beyond_the_bound_are_closed(
+    api: ApiClient,
+    namespace: str,
+    pki: TestPKI,
+    start: StartIngress,
+    backend: EchoBackend,
+    site: MakeSite,
+) -> None:
+    ingress = await start(workers=1, max_connections="5")
+    await site(HOST, "shop-tls", staple=False)
+    await expose(api, namespace, "echo", [backend.port])
+    await publish(api, namespace, host=HOST, secret="shop-tls", service="echo")
+    await wait_for(lambda: route_ok(ingress, pki), what="route")
+    held = [await asyncio.open_connection("127.0.0.1", ingress.https_port) for _ in range(5)]
+    await asyncio.sleep(0.2)
+    reader, writer = await asyncio.open_connection("127.0.0.1", ingress.https_port)
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # closed at once, not queued
+    writer.close()
+    for _, w in held:
+        w.close()
+    await asyncio.sleep(0.2)
+    assert await route_ok(ingress, pki) is not None  # below the bound again: served
