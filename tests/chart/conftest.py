@@ -6,9 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from support.pki import TestPKI
-from support.responders import OpenSSLResponder
+from devcluster.pki import TestPKI
+from devcluster.responder import OpenSSLResponder
 
 
 @pytest.fixture(scope="session")

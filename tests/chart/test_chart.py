@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 import yaml
 from devcluster.controlplane import REPO_ROOT, ControlPlane, bin_dir
+from devcluster.pki import TestPKI
+from devcluster.responder import OpenSSLResponder
 
 from ocsp_stapler.controller.settings import OperatorSettings
 from ocsp_stapler.k8s.client import ApiClient, load_credentials, resource_path
 from support.kube import wait_for
 from support.operators import RunningOperator
-from support.pki import TestPKI
-from support.responders import OpenSSLResponder
 from support.staples import ENABLED, create_secret, staple_of
 
 CHART = REPO_ROOT / "charts" / "ocsp-stapler"

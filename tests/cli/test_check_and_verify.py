@@ -10,9 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from support.pki import TestPKI
-from support.responders import OpenSSLResponder
+from devcluster.pki import TestPKI
+from devcluster.responder import OpenSSLResponder
 
 CLI = str(Path(sys.executable).parent / "ocsp-stapler")
 

@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 from devcluster.controlplane import ControlPlane
+from devcluster.pki import Issued, TestPKI
+from devcluster.responder import OpenSSLResponder
 
 from ocsp_stapler.k8s.client import ApiClient, Conflict
 from support.backends import EchoBackend
 from support.ingresses import IngressProcess, MakeSite, StartIngress, fetch_staple, start_ingress
 from support.kube import secret_path, tls_secret
-from support.pki import Issued, TestPKI
-from support.responders import OpenSSLResponder
 
 
 @pytest.fixture(scope="session")

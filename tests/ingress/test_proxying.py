@@ -9,11 +9,12 @@ import ssl
 import time
 from pathlib import Path
 
+from devcluster.pki import TestPKI
+
 from ocsp_stapler.k8s.client import ApiClient
 from support.backends import EchoBackend, expose, ingress_object, rule, set_endpoints
 from support.ingresses import IngressProcess, MakeSite, StartIngress, curl, ingress_path, publish
 from support.kube import wait_for
-from support.pki import TestPKI
 
 HOST = "shop.example.test"
 

@@ -8,6 +8,8 @@ import ssl
 import subprocess
 from pathlib import Path
 
+from devcluster.pki import TestPKI
+
 from ocsp_stapler.k8s.client import ApiClient
 from support.backends import EchoBackend, expose
 from support.clocks import utcnow
@@ -23,7 +25,6 @@ from support.ingresses import (
     staple_in,
 )
 from support.kube import wait_for
-from support.pki import TestPKI
 
 HOST = "www.example.test"
 

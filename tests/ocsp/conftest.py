@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from devcluster.pki import TestPKI
+from devcluster.responder import OpenSSLResponder
 
 from ocsp_stapler.net.fetching import FetchSettings, HttpFetcher
-from support.pki import TestPKI
-from support.responders import OpenSSLResponder
 
 
 @pytest.fixture(scope="session", params=["ec", "rsa"])

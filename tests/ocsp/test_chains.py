@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from devcluster.pki import TestPKI, issue, name, new_key
 
 from ocsp_stapler.ocsp import chains, errors
-from support.pki import TestPKI, issue, name, new_key
 
 
 def test_issuer_is_found_by_signature_not_position(ec_pki: TestPKI) -> None:

@@ -11,6 +11,8 @@ import asyncio
 import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
+from devcluster.pki import TestPKI
+from devcluster.responder import OpenSSLResponder
 
 from ocsp_stapler.net.destinations import DestinationGuard
 from ocsp_stapler.net.fetching import FetchSettings, HttpFetcher
@@ -21,8 +23,7 @@ from ocsp_stapler.ocsp.responses import CertStatus
 from ocsp_stapler.ocsp.stapling import obtain_staple
 from ocsp_stapler.ocsp.transport import HttpRequest
 from support.clocks import utcnow
-from support.pki import TestPKI
-from support.responders import Handler, OpenSSLResponder, ScriptedServer, hang
+from support.responders import Handler, ScriptedServer, hang
 
 OCSP = "application/ocsp-response"
 

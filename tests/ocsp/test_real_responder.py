@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.x509 import ReasonFlags
+from devcluster.pki import TestPKI, issue, name, new_key
+from devcluster.responder import OpenSSLResponder
 
 from ocsp_stapler.net.fetching import HttpFetcher
 from ocsp_stapler.ocsp import errors
@@ -17,8 +19,6 @@ from ocsp_stapler.ocsp.chains import assemble_chain
 from ocsp_stapler.ocsp.responses import CertStatus, Signer, VerifyPolicy
 from ocsp_stapler.ocsp.stapling import Fetched, StaplingConfig, obtain_staple
 from support.clocks import utcnow as now
-from support.pki import TestPKI, issue, name, new_key
-from support.responders import OpenSSLResponder
 
 
 async def staple(

@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from devcluster.pki import TestPKI
+from devcluster.responder import OpenSSLResponder
 
 from ocsp_stapler.net.fetching import HttpFetcher
 from ocsp_stapler.ocsp.chains import assemble_chain
 from ocsp_stapler.ocsp.sharing import SingleFlight
 from ocsp_stapler.ocsp.stapling import Fetched, obtain_staple
 from support.clocks import utcnow
-from support.pki import TestPKI
-from support.responders import OpenSSLResponder
 
 
 async def test_fifty_holders_of_one_certificate_send_one_request(

@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 from devcluster.controlplane import REPO_ROOT, ControlPlane
+from devcluster.pki import TestPKI
+from devcluster.responder import OpenSSLResponder
 
 from ocsp_stapler.controller.settings import OperatorSettings
 from ocsp_stapler.k8s.client import load_credentials
 from support.clocks import FakeClock
 from support.operators import RunningOperator, StartOperator
-from support.pki import TestPKI
-from support.responders import OpenSSLResponder
 
 
 @pytest.fixture(scope="session")

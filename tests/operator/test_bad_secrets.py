@@ -6,12 +6,12 @@ from __future__ import annotations
 import base64
 
 import pytest
+from devcluster.pki import TestPKI, issue, name, new_key
+from devcluster.responder import OpenSSLResponder
 
 from ocsp_stapler.k8s.client import ApiClient
 from support.kube import SecretHistory, event_reasons, events_for, secret_path, tls_secret, wait_for
 from support.operators import StartOperator
-from support.pki import TestPKI, issue, name, new_key
-from support.responders import OpenSSLResponder
 from support.staples import ENABLED, create_secret, staple_of
 
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import aiohttp
 from devcluster.controlplane import ControlPlane
+from devcluster.pki import TestPKI
+from devcluster.responder import OpenSSLResponder, free_port
 
 from ocsp_stapler.k8s.client import ApiClient
 from support.kube import wait_for
-from support.pki import TestPKI
-from support.responders import OpenSSLResponder, free_port
 from support.staples import ENABLED, create_secret, staple_of
 
 CLI = str(Path(sys.executable).parent / "ocsp-stapler")

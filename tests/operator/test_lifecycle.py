@@ -9,14 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from devcluster.controlplane import ControlPlane
+from devcluster.pki import TestPKI
+from devcluster.responder import OpenSSLResponder
 
 from ocsp_stapler.k8s.client import ApiClient
 from ocsp_stapler.ocsp.chains import sha256_hex
 from support.clocks import FakeClock
 from support.kube import event_reasons, events_for, get_or_none, secret_path, wait_for
 from support.operators import StartOperator
-from support.pki import TestPKI
-from support.responders import OpenSSLResponder
 from support.staples import (
     ENABLED,
     create_secret,

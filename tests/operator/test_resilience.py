@@ -9,6 +9,8 @@ import datetime
 
 import pytest
 from aiohttp import web
+from devcluster.pki import TestPKI
+from devcluster.responder import OpenSSLResponder
 
 from ocsp_stapler.controller import secretpatches
 from ocsp_stapler.controller.bodies import SecretView
@@ -25,8 +27,7 @@ from support.kube import (
     wait_for,
 )
 from support.operators import StartOperator
-from support.pki import TestPKI
-from support.responders import OpenSSLResponder, ScriptedServer
+from support.responders import ScriptedServer
 from support.staples import (
     ENABLED,
     create_secret,

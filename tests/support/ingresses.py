@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+from devcluster.pki import Issued, TestPKI
+from devcluster.responder import free_port
 
 from ocsp_stapler.k8s.client import ApiClient, resource_path
 from ocsp_stapler.net.fetching import HttpFetcher
@@ -21,8 +23,6 @@ from ocsp_stapler.ocsp.stapling import obtain_staple
 from support.backends import ingress_object, rule
 from support.clocks import utcnow
 from support.kube import secret_path, wait_for
-from support.pki import Issued, TestPKI
-from support.responders import free_port
 
 CLI = str(Path(sys.executable).parent / "ocsp-stapler")
 

@@ -7,9 +7,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from devcluster.pki import Issued, TestPKI
+
 from ocsp_stapler.k8s.client import ApiClient, resource_path
 from support.kube import get_or_none, secret_path, tls_secret, wait_for
-from support.pki import Issued, TestPKI
 
 ENABLED = {"ocsp-stapler.dev/enabled": "true"}
 

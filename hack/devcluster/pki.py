@@ -1,4 +1,4 @@
-"""A throwaway PKI for tests: root → intermediate → leaves, plus OCSP signers of every kind.
+"""A throwaway PKI for tests and the demo: root → intermediate → leaves, and OCSP signers.
 
 Generated with ``cryptography`` once per test session (RSA and ECDSA flavours) and written to
 disk in the layout the real ``openssl ocsp`` responder reads: the CA certificate, the signer's
@@ -279,7 +279,7 @@ class TestPKI:
             .add_response(
                 cert=leaf.cert,
                 issuer=self.intermediate.cert,
-                algorithm=hashes.SHA1(),
+                algorithm=hashes.SHA1(),  # noqa: S303 (the CertID hash responders answer)
                 cert_status=cert_status,
                 this_update=this_update,
                 next_update=next_update,
