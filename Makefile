@@ -7,8 +7,8 @@ export GOTOOLCHAIN := local
 
 .PHONY: run test venv system-tools binaries lint typecheck pytest format clean
 
-## run: start the local control plane (built from source on first use) until Ctrl-C
-run: venv binaries
+## run: the whole product on a local control plane (built from source on first use) until Ctrl-C
+run: venv system-tools binaries
 	PYTHONPATH=hack $(BIN)/python -m devcluster
 
 ## test: lint, type-check and run the whole suite against a real local kube-apiserver

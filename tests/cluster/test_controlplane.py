@@ -159,11 +159,11 @@ def test_crd_applies_and_becomes_established(
 
 
 def test_make_run_starts_a_cluster_kubectl_can_use(tmp_path: Path) -> None:
-    """`make run` runs `python -m devcluster`: it must print a kubeconfig that kubectl can use,
-    and stop cleanly (exit 0, processes gone) on SIGTERM."""
+    """`make run` runs `python -m devcluster`: it prints a kubeconfig kubectl can use, keeps
+    running, and stops cleanly (exit 0, everything gone) on SIGTERM."""
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "hack")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "devcluster", "--workdir", str(tmp_path / "run")],
+        [sys.executable, "-m", "devcluster", "--workdir", str(tmp_path / "run"), "--cluster-only"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=env,
@@ -189,6 +189,35 @@ def test_make_run_starts_a_cluster_kubectl_can_use(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
+
+
+def test_make_run_demo_staples_and_both_clients_agree(tmp_path: Path) -> None:
+    """The demo `make run` shows, in its non-interactive mode: a good staple, verified by
+    openssl s_client and curl --cert-status through the bundled ingress."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "hack")}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "devcluster",
+            "--workdir",
+            str(tmp_path / "demo"),
+            "--exit-when-ready",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    report = proc.stdout
+    assert proc.returncode == 0, report + proc.stderr
+    assert "openssl s_client -status: OCSP Response Status: successful, Cert Status: good" in report
+    assert "curl --cert-status: ok, the staple verified" in report
+    table = report.split("kubectl get staples -A", 1)[1].splitlines()
+    assert table[1].split()[:4] == ["NAMESPACE", "NAME", "SECRET", "STATUS"]
+    assert table[2].split()[:4] == ["demo", "demo-tls", "demo-tls", "good"]
+    assert "operator.log, ingress.log" in report
 
 
 def test_helm_is_built_at_the_pinned_version() -> None:
