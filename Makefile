@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export GOTOOLCHAIN := local
 
-.PHONY: run test venv system-tools binaries lint typecheck pytest format clean
+.PHONY: run test bench venv system-tools binaries lint typecheck pytest format clean
 
 ## run: the whole product on a local control plane (built from source on first use) until Ctrl-C
 run: venv system-tools binaries
@@ -13,6 +13,10 @@ run: venv system-tools binaries
 
 ## test: lint, type-check and run the whole suite against a real local kube-apiserver
 test: venv system-tools binaries lint typecheck pytest
+
+## bench: the ingress against nginx, and the operator at 10,000 Secrets (writes bench/results.md)
+bench: venv system-tools binaries
+	PYTHONPATH=hack $(BIN)/python bench/run.py $(BENCH_ARGS)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

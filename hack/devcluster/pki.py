@@ -141,6 +141,13 @@ def issue(
     return Issued(cert=builder.sign(signer_key, hashes.SHA256()), key=key)
 
 
+def _index_line(leaf: Issued, status: str, revocation: str) -> str:
+    """One line of openssl's index.txt (TAB-separated)."""
+    expiry = leaf.cert.not_valid_after_utc.strftime("%y%m%d%H%M%SZ")
+    dn = "/" + "/".join(f"{a.rfc4514_attribute_name}={a.value}" for a in leaf.cert.subject)
+    return "\t".join([status, expiry, revocation, leaf.serial_hex, "unknown", dn])
+
+
 class TestPKI:
     """Root and intermediate CA, delegated OCSP signers, and an openssl-format index."""
 
@@ -214,11 +221,12 @@ class TestPKI:
         must_staple: bool = False,
         register: bool = True,
         issuer: Issued | None = None,
+        key: PrivateKey | None = None,
     ) -> Issued:
         """A server certificate from the intermediate, listed as valid in the index."""
         leaf = issue(
             subject=name(cn),
-            key=new_key(self.kind),
+            key=key or new_key(self.kind),
             issuer=issuer or self.intermediate,
             eku=[ExtendedKeyUsageOID.SERVER_AUTH],
             ocsp_urls=ocsp_urls,
@@ -243,16 +251,19 @@ class TestPKI:
         reason: str | None = None,
     ) -> None:
         """Write (or rewrite) the leaf's line in index.txt; the responder re-reads it."""
-        expiry = leaf.cert.not_valid_after_utc.strftime("%y%m%d%H%M%SZ")
         revocation = ""
         if status == "R":
             when = (revoked_at or datetime.datetime.now(UTC)).strftime("%y%m%d%H%M%SZ")
             revocation = f"{when},{reason}" if reason else when
-        dn = "/" + "/".join(f"{a.rfc4514_attribute_name}={a.value}" for a in leaf.cert.subject)
+        self._update({leaf.serial_hex: _index_line(leaf, status, revocation)})
+
+    def register_many(self, leaves: list[Issued]) -> None:
+        """List many leaves as valid with one index write."""
+        self._update({leaf.serial_hex: _index_line(leaf, "V", "") for leaf in leaves})
+
+    def _update(self, lines: dict[str, str]) -> None:
         with self._lock:
-            self._index[leaf.serial_hex] = "\t".join(
-                [status, expiry, revocation, leaf.serial_hex, "unknown", dn]
-            )
+            self._index.update(lines)
             self._write_index()
         for callback in list(self.on_index_change):
             callback()
@@ -296,9 +307,7 @@ class TestPKI:
         """Drop the leaf from index.txt: the responder then answers "unknown" for it."""
         with self._lock:
             self._index.pop(leaf.serial_hex, None)
-            self._write_index()
-        for callback in list(self.on_index_change):
-            callback()
+        self._update({})
 
     def _write_index(self) -> None:
         """Replace index.txt with a strictly newer mtime: openssl re-reads the index when its
