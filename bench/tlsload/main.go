@@ -42,6 +42,7 @@ func main() {
 	duration := flag.Duration("duration", 5*time.Second, "how long to run")
 	concurrency := flag.Int("c", 8, "concurrent connections")
 	path := flag.String("path", "/", "request path (requests mode)")
+	curves := flag.String("curves", "x25519", "key exchange offered: x25519 (what both servers can do) or default (Go's, incl. X25519MLKEM768)")
 	flag.Parse()
 
 	pem, err := os.ReadFile(*caFile)
@@ -56,6 +57,9 @@ func main() {
 		v = tls.VersionTLS12
 	}
 	cfg := &tls.Config{ServerName: *name, RootCAs: pool, MinVersion: v, MaxVersion: v, NextProtos: []string{"http/1.1"}}
+	if *curves == "x25519" {
+		cfg.CurvePreferences = []tls.CurveID{tls.X25519, tls.CurveP256}
+	}
 
 	var ok, missing, errs int64
 	var firstErr atomic.Value

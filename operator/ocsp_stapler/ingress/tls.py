@@ -26,8 +26,9 @@ from OpenSSL import SSL
 from ocsp_stapler.ocsp.chains import must_staple
 
 SERVED, NOT_SERVED, NOT_REQUESTED = "served", "not_served", "not_requested"
+# No ALPN callback: without an ALPN answer clients speak HTTP/1.1, which is all we serve, and
+# a Python callback less per handshake is measurably cheaper (see bench/results.md).
 _CIPHERS = b"ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!SHA1"
-_HTTP11 = b"http/1.1"
 
 
 class Staple:
@@ -51,19 +52,6 @@ class CertEntry:
     staple: Staple
     must_staple: bool
     hosts: tuple[str, ...]
-
-
-class HandshakeState:
-    """What a connection's handshake did about stapling (set by the OCSP callback)."""
-
-    __slots__ = ("staple",)
-
-    def __init__(self) -> None:
-        self.staple = NOT_REQUESTED
-
-
-def _alpn(_conn: SSL.Connection, offered: list[bytes]) -> bytes | Any:
-    return _HTTP11 if _HTTP11 in offered else SSL.NO_OVERLAPPING_PROTOCOLS
 
 
 def dns_names(cert: x509.Certificate) -> tuple[str, ...]:
@@ -101,6 +89,10 @@ class CertificateStore:
             SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE | SSL.OP_NO_RENEGOTIATION
         )
         ctx.set_cipher_list(_CIPHERS)
+        # Full handshakes only: each worker process would have its own ticket key and session
+        # cache, so a returning client (spread by SO_REUSEPORT) would rarely resume anyway.
+        ctx.set_options(SSL.OP_NO_TICKET)
+        ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
         ctx.use_certificate(certs[0])
         for extra in certs[1:]:
             ctx.add_extra_chain_cert(extra)
@@ -108,7 +100,6 @@ class CertificateStore:
         ctx.check_privatekey()
         ctx.set_tlsext_servername_callback(self._on_servername)
         ctx.set_ocsp_server_callback(self._on_status, data=entry_staple)
-        ctx.set_alpn_select_callback(_alpn)
         return ctx, must_staple(certs[0]), dns_names(certs[0])
 
     def apply(self, certs: Mapping[str, Mapping[str, Any]], default_id: str | None) -> list[str]:
@@ -149,12 +140,14 @@ class CertificateStore:
 
     # ----------------------------------------------------------------- per connection
 
-    def new_connection(self) -> SSL.Connection | None:
+    def new_connection(self, owner: object) -> SSL.Connection | None:
+        """A server-side Connection over memory BIOs; ``owner`` (which must have a ``staple``
+        attribute) learns from the OCSP callback whether a staple was served."""
         if self.default is None:
             return None
         conn = SSL.Connection(self.default.context, None)
         conn.set_accept_state()
-        conn.set_app_data(HandshakeState())
+        conn.set_app_data(owner)
         return conn
 
     def lookup(self, server_name: bytes | None) -> CertEntry | None:
@@ -193,3 +186,89 @@ class CertificateStore:
         """Strict must-staple for the default certificate applies to clients without SNI too."""
         d = self.default
         return d is not None and self.strict and d.must_staple and not d.staple.valid(self.clock())
+
+
+# --- Fast paths over pyOpenSSL's memory BIOs -------------------------------------------------
+# pyOpenSSL signals "no data yet" by raising WantReadError, several times per handshake; at
+# thousands of handshakes a second those exceptions cost more than the Python around them.
+# These helpers call the same OpenSSL functions through pyOpenSSL's own cffi bindings and only
+# fall back to pyOpenSSL (and its exceptions) for real errors. Checked at import: if a future
+# pyOpenSSL moves its internals, the public (slower) API is used instead.
+
+try:
+    from OpenSSL._util import ffi as _ffi
+    from OpenSSL._util import lib as _lib
+
+    _FAST = all(
+        hasattr(_lib, n) for n in ("SSL_do_handshake", "SSL_get_error", "SSL_read", "BIO_read")
+    )
+except ImportError:  # pragma: no cover - depends on pyOpenSSL internals
+    _FAST = False
+
+_WANT_READ, _ZERO_RETURN = 2, 6
+_BUFSIZE = 256 * 1024
+_buffer = _ffi.new("char[]", _BUFSIZE) if _FAST else None
+VERSIONS = {0x0303: "TLSv1.2", 0x0304: "TLSv1.3"}
+
+
+def handshake(conn: SSL.Connection) -> bool:
+    """Advance the handshake; True when done, False when it needs more input. SSL.Error on
+    failure."""
+    if not _FAST:
+        try:
+            conn.do_handshake()
+        except SSL.WantReadError:
+            return False
+        return True
+    ssl = conn._ssl
+    result = _lib.SSL_do_handshake(ssl)
+    if result == 1:
+        return True
+    if _lib.SSL_get_error(ssl, result) == _WANT_READ:
+        return False
+    conn._raise_ssl_error(ssl, result)
+    raise SSL.Error("handshake failed")
+
+
+def pending_output(conn: SSL.Connection) -> bytes:
+    """Everything OpenSSL has written for the peer (b"" when nothing)."""
+    if not _FAST:
+        chunks = []
+        while True:
+            try:
+                chunks.append(conn.bio_read(_BUFSIZE))
+            except SSL.WantReadError:
+                return b"".join(chunks)
+    chunks = []
+    bio = conn._from_ssl
+    while (n := _lib.BIO_read(bio, _buffer, _BUFSIZE)) > 0:
+        chunks.append(_ffi.buffer(_buffer, n)[:])
+        if n < _BUFSIZE:
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def read_plaintext(conn: SSL.Connection) -> tuple[bytes, bool]:
+    """(decrypted bytes available now, whether the peer closed the TLS session)."""
+    chunks: list[bytes] = []
+    if not _FAST:
+        try:
+            while True:
+                chunks.append(conn.recv(_BUFSIZE))
+        except SSL.WantReadError:
+            return b"".join(chunks), False
+        except SSL.ZeroReturnError:
+            return b"".join(chunks), True
+    ssl = conn._ssl
+    while True:
+        n = _lib.SSL_read(ssl, _buffer, _BUFSIZE)
+        if n > 0:
+            chunks.append(_ffi.buffer(_buffer, n)[:])
+            continue
+        error = _lib.SSL_get_error(ssl, n)
+        if error == _WANT_READ:
+            return b"".join(chunks), False
+        if error == _ZERO_RETURN:
+            return b"".join(chunks), True
+        conn._raise_ssl_error(ssl, n)
+        raise SSL.Error("read failed")

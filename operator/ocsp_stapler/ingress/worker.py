@@ -27,11 +27,11 @@ from typing import Any, Protocol
 
 from OpenSSL import SSL
 
-from ocsp_stapler.ingress import channel, http1
+from ocsp_stapler.ingress import channel, http1, tls
 from ocsp_stapler.ingress.metrics import WorkerMetrics
 from ocsp_stapler.ingress.proxying import BackendPool, ConnectionServer, ProxySettings
 from ocsp_stapler.ingress.routes import RouteTable, table_from_wire
-from ocsp_stapler.ingress.tls import CertificateStore
+from ocsp_stapler.ingress.tls import NOT_REQUESTED, CertificateStore
 
 logger = logging.getLogger("ocsp_stapler.ingress.worker")
 
@@ -73,6 +73,21 @@ class Worker:
         self.connections: set[ClientConnection] = set()
         self.draining = False
         self.configured = asyncio.Event()
+        self.loop_time = asyncio.get_running_loop().time
+
+    async def sweep(self) -> None:
+        """Once a second: cut connections that did not finish their handshake (or, after it,
+        send a first request) in time (slowloris); report the open connection count."""
+        while True:
+            await asyncio.sleep(1.0)
+            now = self.loop_time()
+            for conn in [c for c in self.connections if c.overdue(now)]:
+                if conn.handshook:
+                    self.metrics.request(408)
+                else:
+                    self.metrics.failures += 1
+                conn._abort()
+            self.metrics.connections = len(self.connections)
 
     def apply(self, message: dict[str, Any]) -> None:
         self.table = table_from_wire(message["routes"])
@@ -82,48 +97,41 @@ class Worker:
         self.configured.set()
 
 
-class Server(Protocol):
+class Server(Protocol):  # what serves a connection once its first request arrives
     async def serve(
         self, reader: asyncio.StreamReader, writer: Any, *, client_ip: str, proto: bytes
     ) -> None: ...
 
 
-class ClientWriterBase:
-    """Backpressure shared by both protocols: ``drain`` waits while the transport is paused."""
+class ClientConnection(asyncio.Protocol):
+    """A client connection (TLS, or plain for the redirect listener).
 
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self._resume = asyncio.Event()
-        self._resume.set()
-        self.closing = False
-        self.idle = True
+    Kept lean for the handshake path, the ingress's hottest code: no task, no timer and no
+    exception per handshake. The request-serving task starts with the first plaintext byte;
+    handshake and first-request deadlines are enforced by the worker's once-a-second sweep.
+    """
 
-    def pause_writing(self) -> None:
-        self._resume.clear()
-
-    def resume_writing(self) -> None:
-        self._resume.set()
-
-    async def drain(self) -> None:
-        if self.closing:
-            raise ConnectionError("connection closed")
-        await self._resume.wait()
-
-
-class ClientConnection(ClientWriterBase, asyncio.Protocol):
-    """A TLS client connection: handshake, then plaintext to the HTTP server."""
+    __slots__ = (
+        "_resume", "client_ip", "closing", "conn", "deadline", "handshook", "idle", "reader",
+        "server", "staple", "task", "tls", "transport", "worker",
+    )  # fmt: skip
 
     def __init__(self, worker: Worker, *, tls: bool, server: Server) -> None:
-        super().__init__()
         self.worker = worker
         self.tls = tls
         self.server = server
+        self.transport: asyncio.Transport | None = None
         self.conn: SSL.Connection | None = None
         self.handshook = not tls
-        self.reader = asyncio.StreamReader(limit=worker.settings.proxy.max_header_bytes)
+        self.reader: asyncio.StreamReader | None = None
         self.task: asyncio.Task[None] | None = None
-        self.timer: asyncio.TimerHandle | None = None
         self.client_ip = ""
+        self.closing = False
+        self.idle = True
+        self.staple = NOT_REQUESTED
+        self._resume: asyncio.Event | None = None
+        self.deadline = 0.0
+        """Monotonic time by which the handshake (then the first request) must progress."""
 
     # asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -131,92 +139,102 @@ class ClientConnection(ClientWriterBase, asyncio.Protocol):
             raise TypeError("a stream transport is required")
         self.transport = transport
         w = self.worker
-        peer = transport.get_extra_info("peername")
-        self.client_ip = str(peer[0]) if peer else ""
         if w.draining or len(w.connections) >= w.settings.max_connections:
             transport.abort()
             return
         w.connections.add(self)
-        w.metrics.connections = len(w.connections)
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.deadline = w.loop_time() + w.settings.handshake_timeout
         if self.tls:
-            self.conn = w.store.new_connection()
+            self.conn = w.store.new_connection(self)
             if self.conn is None:
                 transport.abort()
                 return
-            self.timer = asyncio.get_running_loop().call_later(
-                w.settings.handshake_timeout, self._handshake_expired
-            )
-        else:
-            self._start_serving(b"http")
 
     def data_received(self, data: bytes) -> None:
-        if not self.tls:
-            self.reader.feed_data(data)
-            return
         conn = self.conn
         if conn is None:
+            if not self.tls:
+                self._plaintext(data)
             return
         conn.bio_write(data)
         if not self.handshook:
             try:
-                conn.do_handshake()
-            except SSL.WantReadError:
-                self._flush()
-                return
+                done = tls.handshake(conn)
             except SSL.Error:
-                self._flush()
+                self._send_pending()
                 self.worker.metrics.failures += 1
                 self._abort()
                 return
+            if not done:
+                self._send_pending()
+                return
             self.handshook = True
-            if self.timer is not None:
-                self.timer.cancel()
-                self.timer = None
-            version = conn.get_protocol_version_name()
-            self.worker.metrics.handshake(version, conn.get_app_data().staple)
-            self._flush()
+            self.worker.metrics.handshake(
+                tls.VERSIONS.get(conn.get_protocol_version(), "other"), self.staple
+            )
             if conn.get_servername() is None and self.worker.store.refuses_without_sni():
                 self._abort()
                 return
-            self._start_serving(b"https")
-        self._decrypt()
+            self.deadline = self.worker.loop_time() + self.worker.settings.proxy.header_timeout
+        try:
+            plain, closed = tls.read_plaintext(conn)
+        except SSL.Error:
+            self._abort()
+            return
+        self._send_pending()
+        if plain:
+            self._plaintext(plain)
+        if closed and self.reader is not None:
+            self.reader.feed_eof()
+        elif closed:
+            self.close()
 
-    def _decrypt(self) -> None:
-        conn = self.conn
-        while conn is not None:
-            try:
-                data = conn.recv(65536)
-            except SSL.WantReadError:
-                break
-            except SSL.ZeroReturnError:
-                self.reader.feed_eof()
-                break
-            except SSL.Error:
-                self._abort()
-                return
-            if not data:
-                break
-            self.reader.feed_data(data)
-        self._flush()
+    def _plaintext(self, data: bytes) -> None:
+        if self.reader is None:  # the first request: start serving now
+            self.reader = asyncio.StreamReader(limit=self.worker.settings.proxy.max_header_bytes)
+            peer = self.transport.get_extra_info("peername") if self.transport else None
+            self.client_ip = str(peer[0]) if peer else ""
+            self.task = asyncio.get_running_loop().create_task(
+                self.server.serve(
+                    self.reader,
+                    self,
+                    client_ip=self.client_ip,
+                    proto=b"https" if self.tls else b"http",
+                )
+            )
+            self.deadline = 0.0  # the server's own timeouts apply from here
+        self.reader.feed_data(data)
 
     def eof_received(self) -> bool | None:
-        self.reader.feed_eof()
+        if self.reader is not None:
+            self.reader.feed_eof()
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
-        self._resume.set()
-        self.reader.feed_eof()
-        if self.timer is not None:
-            self.timer.cancel()
+        if self._resume is not None:
+            self._resume.set()
+        if self.reader is not None:
+            self.reader.feed_eof()
         self.worker.connections.discard(self)
-        self.worker.metrics.connections = len(self.worker.connections)
         if self.task is not None and not self.task.done():
             self.task.cancel()
+
+    # flow control -------------------------------------------------------------------------
+    def pause_writing(self) -> None:
+        if self._resume is None:
+            self._resume = asyncio.Event()
+        self._resume.clear()
+
+    def resume_writing(self) -> None:
+        if self._resume is not None:
+            self._resume.set()
+
+    async def drain(self) -> None:
+        if self.closing:
+            raise ConnectionError("connection closed")
+        if self._resume is not None:
+            await self._resume.wait()
 
     # writing ------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -230,19 +248,14 @@ class ClientConnection(ClientWriterBase, asyncio.Protocol):
         except SSL.Error:
             self._abort()
             return
-        self._flush()
+        self._send_pending()
 
-    def _flush(self) -> None:
+    def _send_pending(self) -> None:
         conn, transport = self.conn, self.transport
         if conn is None or transport is None or transport.is_closing():
             return
-        while True:
-            try:
-                out = conn.bio_read(262144)
-            except SSL.WantReadError:
-                return
-            if not out:
-                return
+        out = tls.pending_output(conn)
+        if out:
             transport.write(out)
 
     def close(self) -> None:
@@ -252,7 +265,7 @@ class ClientConnection(ClientWriterBase, asyncio.Protocol):
         if self.conn is not None and self.handshook:
             with contextlib.suppress(SSL.Error):
                 self.conn.shutdown()
-            self._flush()
+            self._send_pending()
         if self.transport is not None:
             self.transport.close()
 
@@ -261,16 +274,9 @@ class ClientConnection(ClientWriterBase, asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    def _handshake_expired(self) -> None:
-        self.timer = None
-        if not self.handshook:
-            self.worker.metrics.failures += 1
-            self._abort()
-
-    def _start_serving(self, proto: bytes) -> None:
-        self.task = asyncio.get_running_loop().create_task(
-            self.server.serve(self.reader, self, client_ip=self.client_ip, proto=proto)
-        )
+    def overdue(self, now: float) -> bool:
+        """Still handshaking (or silent before a first request) past its deadline."""
+        return self.task is None and 0.0 < self.deadline < now
 
 
 class RedirectServer:
@@ -355,6 +361,7 @@ async def run_worker(
             )
         )
     reporter = loop.create_task(_report_metrics(worker, writer))
+    sweeper = loop.create_task(worker.sweep())
     await stop.wait()
 
     # Drain: stop accepting, close idle connections, let requests in flight finish.
@@ -370,6 +377,7 @@ async def run_worker(
     for conn in list(worker.connections):
         conn._abort()
     reporter.cancel()
+    sweeper.cancel()
     with contextlib.suppress(Exception):
         await channel.send(writer, {"metrics": worker.metrics.snapshot()})
     follower.cancel()
