@@ -132,6 +132,7 @@ http {{
     ssl_protocols TLSv1.2 TLSv1.3;
     ssl_session_tickets off;
     ssl_session_cache off;
+    keepalive_requests 100000;
     upstream backend {{ server 127.0.0.1:{backend}; keepalive 32; }}
 {servers}
 }}

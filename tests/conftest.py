@@ -1,4 +1,5 @@
-"""Shared fixtures: one real control plane per test run, a fresh namespace per test.
+"""Shared fixtures: one real control plane per test run, a fresh namespace per test, one PKI
+with a real `openssl ocsp` responder, the CRD, and operators started in-process.
 
 The control plane (etcd + kube-apiserver compiled from source, see hack/devcluster) is
 started once per session, lazily, by the first test that asks for ``cluster``; tests that do
@@ -11,12 +12,20 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from devcluster.controlplane import ControlPlane, running
+from devcluster.controlplane import REPO_ROOT, ControlPlane, running
+from devcluster.pki import TestPKI
+from devcluster.responder import OpenSSLResponder
 
+from ocsp_stapler.controller.settings import OperatorSettings
 from ocsp_stapler.k8s.client import ApiClient, load_credentials, resource_path
+from support.clocks import FakeClock
+from support.operators import RunningOperator, StartOperator
 from support.responders import ScriptedServer
+
+pytest_plugins = ["support.ingress_fixtures"]
 
 
 @pytest.fixture(scope="session")
@@ -51,3 +60,45 @@ async def scripted() -> AsyncIterator[ScriptedServer]:
     server = await ScriptedServer().start()
     yield server
     await server.stop()
+
+
+@pytest.fixture(scope="session")
+def crd(cluster: ControlPlane) -> None:
+    cluster.kubectl("apply", "-f", str(REPO_ROOT / "crds"))
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", "crd/ocspstaples.ocsp-stapler.dev"
+    )
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
+    """One ECDSA PKI for the run (tests issue leaves of their own)."""
+    return TestPKI(Path(tmp_path_factory.mktemp("pki")), "ec")
+
+
+@pytest.fixture(scope="session")
+def responder(pki: TestPKI) -> Iterator[OpenSSLResponder]:
+    with OpenSSLResponder(pki, signer="delegate") as r:
+        yield r
+
+
+@pytest.fixture
+async def start_operator(
+    cluster: ControlPlane, crd: None, namespace: str
+) -> AsyncIterator[StartOperator]:
+    """Start operators watching this test's namespace; all are stopped after the test."""
+    running: list[RunningOperator] = []
+
+    async def start(*, clock: FakeClock | None = None, **overrides: Any) -> RunningOperator:
+        settings = OperatorSettings(
+            **{"namespaces": (namespace,), "metrics_port": 0, "health_port": 0, **overrides}
+        )
+        op = RunningOperator(
+            settings=settings, credentials=load_credentials(str(cluster.kubeconfig)), clock=clock
+        )
+        running.append(op)
+        return await op.start()
+
+    yield start
+    for op in running:
+        await op.shutdown()

@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -109,6 +110,9 @@ func main() {
 						break
 					}
 					resp, err := http.ReadResponse(reader, nil)
+					if err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF) {
+						break // the server ended keep-alive: reconnect, as HTTP clients do
+					}
 					if err != nil {
 						fail(err)
 						break

@@ -171,6 +171,7 @@ class ControlPlane:
     host: str = "127.0.0.1"
     port: int = 0
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    argv: dict[str, list[str]] = field(default_factory=dict)
     start_timeout: float = 120.0
 
     @property
@@ -216,6 +217,7 @@ class ControlPlane:
         raise RuntimeError(f"control plane did not start: {last_error}")
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        self.argv[name] = argv
         log = (self.log_dir / f"{name}.log").open("ab")
         proc = subprocess.Popen(
             argv,
@@ -364,6 +366,18 @@ class ControlPlane:
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=5)
         self.processes.clear()
+
+    def restart_apiserver(self, *, down_for: float = 1.0) -> None:
+        """Kill kube-apiserver with SIGKILL (a crash, not a shutdown) and start it again on the
+        same port and etcd: what clients see when the control plane fails over."""
+        for proc in self.processes:
+            if "kube-apiserver" in str(proc.args[0]) and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        self.processes = [p for p in self.processes if p.poll() is None]
+        time.sleep(down_for)
+        self._spawn("kube-apiserver", self.argv["kube-apiserver"])
+        self._wait_ready(self.workdir / "pki")
 
     def stop(self) -> None:
         self._kill_all()

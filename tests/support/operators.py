@@ -93,6 +93,9 @@ class RunningOperator:
         self.loop.call_soon_threadsafe(self.reconciler.scheduler.wake)
         await self.settle()
 
+    def alive(self) -> bool:
+        return self.thread is not None and self.thread.is_alive() and self.error is None
+
     async def shutdown(self) -> None:
         self.stop.set()
         if self.thread is not None:

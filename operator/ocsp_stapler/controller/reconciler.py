@@ -292,6 +292,7 @@ class Reconciler:
             )
             return
         record.held = staple
+        record.newest = staple
         record.ever_stapled = True
         record.last_status = staple.status
         cached = self._remember(
@@ -340,7 +341,9 @@ class Reconciler:
             and (record.held is None or cached.fetched.staple.der != record.held.der)
         ):
             return cached.fetched  # a sibling Secret fetched it: no request
-        held = record.held
+        # Never go backwards, not even after the held staple expired: the newest response ever
+        # verified for this Secret bounds what is accepted next (a replay after an outage).
+        held = record.held or record.newest
 
         async def fetch_once() -> Fetched:
             start = time.monotonic()
@@ -376,6 +379,7 @@ class Reconciler:
         if not self._current(record):
             return
         staple = fetched.staple
+        record.newest = staple
         record.responder_url = fetched.responder_url
         record.last_status = staple.status
         if staple.status is CertStatus.UNKNOWN:

@@ -34,6 +34,8 @@ class SecretRecord:
     """Whether the staple found in the Secret has been verified (or removed)."""
     held: Staple | None = None
     """The verified staple the Secret holds now."""
+    newest: Staple | None = None
+    """The newest response ever verified for this Secret, held or not (never go backwards)."""
     refresh_at: datetime.datetime | None = None
     """None: due now."""
     refresh_reason: str = ""
@@ -54,8 +56,10 @@ class SecretRecord:
         return self.view.ref
 
     def next_wake(self) -> datetime.datetime | None:
-        """The earlier of the refresh time and the held staple's expiry; None: nothing to do."""
-        if self.problem is not None:
-            return None
-        times = [t for t in (self.refresh_at, self.held.expires_at if self.held else None) if t]
+        """The earlier of the refresh time and the held staple's expiry; None: nothing to do.
+
+        A problem (no retries) stops refreshes, but never the removal of an expiring staple.
+        """
+        refresh = self.refresh_at if self.problem is None else None
+        times = [t for t in (refresh, self.held.expires_at if self.held else None) if t]
         return min(times) if times else None

@@ -17,7 +17,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import AuthorityInformationAccessOID
@@ -49,9 +49,21 @@ def parse_pem_certificates(data: bytes, *, what: str = "tls.crt") -> list[x509.C
     if count > MAX_CERTIFICATES:
         raise ChainInvalid(f"{what} holds {count} certificates, more than {MAX_CERTIFICATES}")
     try:
-        return x509.load_pem_x509_certificates(data)
+        certs = x509.load_pem_x509_certificates(data)
     except ValueError as exc:
         raise ChainInvalid(f"{what} is not valid PEM: {exc}") from None
+    return [_checked(cert, what) for cert in certs]
+
+
+def _checked(cert: x509.Certificate, what: str) -> x509.Certificate:
+    """Parse every field we read now: cryptography parses lazily, and a malformed name or
+    extension found later would surface as a stray ValueError instead of a named refusal."""
+    try:
+        _ = (cert.subject, cert.issuer, cert.extensions, cert.serial_number)
+        _ = (cert.not_valid_after_utc, cert.public_key())
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise ChainInvalid(f"{what} holds a malformed certificate: {exc}") from None
+    return cert
 
 
 def load_certificates(data: bytes, *, what: str) -> list[x509.Certificate]:
@@ -59,7 +71,7 @@ def load_certificates(data: bytes, *, what: str) -> list[x509.Certificate]:
     if _PEM_BEGIN in data:
         return parse_pem_certificates(data, what=what)
     try:
-        return [x509.load_der_x509_certificate(data)]
+        return [_checked(x509.load_der_x509_certificate(data), what)]
     except ValueError:
         pass
     try:
@@ -68,7 +80,7 @@ def load_certificates(data: bytes, *, what: str) -> list[x509.Certificate]:
         raise ChainInvalid(f"{what} is neither a PEM, DER nor PKCS#7 certificate") from None
     if not certs:
         raise ChainInvalid(f"{what} holds no certificate")
-    return certs[:MAX_CERTIFICATES]
+    return [_checked(c, what) for c in certs[:MAX_CERTIFICATES]]
 
 
 def signed_by(cert: x509.Certificate, candidate: x509.Certificate) -> bool:

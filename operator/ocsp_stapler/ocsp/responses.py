@@ -227,13 +227,15 @@ def verify_response(
     """Return the verified Staple, or raise the OCSPError that says why it is not one."""
     policy = policy or VerifyPolicy()
     resp = parse_response(der)
-    single = _single_for(resp, cert_id)
-    signer = _authenticate(resp, issuer, now, policy.skew)
+    try:  # cryptography parses lazily: malformed parts surface only when read
+        single = _single_for(resp, cert_id)
+        signer = _authenticate(resp, issuer, now, policy.skew)
+        this_update, next_update = single.this_update_utc, single.next_update_utc
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise ResponseMalformed(f"malformed response: {exc}") from None
 
-    this_update = single.this_update_utc
     if this_update > now + policy.skew:
         raise NotYetValid(f"thisUpdate {this_update.isoformat()} is in the future")
-    next_update = single.next_update_utc
     if next_update is None:
         if policy.require_next_update:
             raise NoNextUpdate("the response has no nextUpdate")

@@ -1,9 +1,9 @@
-"""Fixtures for the ingress: its IngressClass, a PKI with a responder, a loopback backend,
-and the ingress process watching this test's namespace."""
+"""Fixtures for the ingress (registered for every test by the root conftest): its IngressClass,
+a loopback backend, ingress processes watching the test's namespace, and TLS sites."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +26,6 @@ def ingress_class(cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactor
         "spec:\n  controller: ocsp-stapler.dev/ingress\n"
     )
     cluster.kubectl("apply", "-f", str(manifest))
-
-
-@pytest.fixture(scope="session")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
-    return TestPKI(Path(tmp_path_factory.mktemp("ingress-pki")), "ec")
-
-
-@pytest.fixture(scope="session")
-def responder(pki: TestPKI) -> Iterator[OpenSSLResponder]:
-    with OpenSSLResponder(pki, signer="delegate") as r:
-        yield r
 
 
 @pytest.fixture
