@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export GOTOOLCHAIN := local
 
-.PHONY: run test bench venv system-tools binaries lint typecheck pytest format clean
+.PHONY: run test bench docs venv system-tools binaries lint typecheck pytest format clean
 
 ## run: the whole product on a local control plane (built from source on first use) until Ctrl-C
 run: venv system-tools binaries
@@ -45,6 +45,10 @@ pytest: venv
 	@set +e; $(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing the run" >&2; exit 1; fi; \
 	exit $$rc
+
+## docs: regenerate the README's configuration reference from the chart's values.yaml
+docs: venv
+	$(BIN)/python hack/values_reference.py --write README.md
 
 format: venv
 	$(BIN)/ruff format operator tests hack

@@ -338,3 +338,18 @@ async def _staple_status(api: ApiClient, namespace: str, name: str) -> dict[str,
     except Exception:
         return None
     return obj if obj.get("status", {}).get("certStatus") else None
+
+
+def test_the_readme_configuration_reference_is_current() -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "hack" / "values_reference.py"),
+            "--check",
+            str(REPO_ROOT / "README.md"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
