@@ -99,13 +99,13 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def wait_until(what: str, probe: Any, timeout: float = 60.0) -> Any:
+def wait_until(what: str, probe: Any, timeout: float = 60.0, every: float = 0.1) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = probe()
         if value:
             return value
-        time.sleep(0.1)
+        time.sleep(every)
     raise TimeoutError(what)
 
 
@@ -398,7 +398,7 @@ def operator_scale(cp: ControlPlane, workdir: Path, counts: list[int], rows: lis
             op = subprocess.Popen([CLI, "operator", "--kubeconfig", str(cp.kubeconfig)], env=env,
                                   stdout=(workdir / f"operator-{n}.log").open("wb"), stderr=subprocess.STDOUT)  # fmt: skip
             url = f"http://127.0.0.1:{metrics_port}/metrics"
-            wait_until(f"{n} staples", lambda: metric(http_get(url) or "", "ocsp_stapler_secret_writes_total", '{action="write"}') >= n, timeout=900)
+            wait_until(f"{n} staples", lambda: metric(http_get(url) or "", "ocsp_stapler_secret_writes_total", '{action="write"}') >= n, timeout=900, every=1.0)
             elapsed = time.monotonic() - t0
             text = http_get(url) or ""
             writes = metric(text, "ocsp_stapler_secret_writes_total", '{action="write"}')
@@ -410,7 +410,7 @@ def operator_scale(cp: ControlPlane, workdir: Path, counts: list[int], rows: lis
             t1 = time.monotonic()
             op = subprocess.Popen([CLI, "operator", "--kubeconfig", str(cp.kubeconfig)], env=env,
                                   stdout=(workdir / f"operator-{n}-restart.log").open("wb"), stderr=subprocess.STDOUT)  # fmt: skip
-            wait_until("restart adoption", lambda: metric(http_get(url) or "", "ocsp_stapler_certificate_status", '{namespace="' + namespace) >= n, timeout=900)
+            wait_until("restart adoption", lambda: metric(http_get(url) or "", "ocsp_stapler_certificate_status", '{namespace="' + namespace) >= n, timeout=900, every=1.0)
             adopted = time.monotonic() - t1
             time.sleep(2)
             restart_requests = responder.request_count() - before

@@ -7,7 +7,7 @@
 | ocsp_stapler_fetch_duration_seconds | histogram | |
 | ocsp_stapler_staple_expiry_timestamp_seconds | gauge | namespace, secret |
 | ocsp_stapler_staple_refresh_timestamp_seconds | gauge | namespace, secret |
-| ocsp_stapler_certificate_status | gauge (1 for the current status) | namespace, secret, status |
+| ocsp_stapler_certificate_status | gauge, 1 (one series per Secret) | namespace, secret, status |
 | ocsp_stapler_secret_writes_total | counter | action: write, remove, cleanup |
 
 Each operator instance has its own registry (tests run several in one process).
@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from ocsp_stapler.controller.bodies import SecretRef
 
 STATUSES = ("good", "revoked", "unknown", "NoResponder", "Error")
+"""The values of the ``status`` label."""
 
 
 class Metrics:
@@ -59,6 +60,7 @@ class Metrics:
             ["namespace", "secret", "status"],
             registry=r,
         )
+        self._status_of: dict[SecretRef, str] = {}
         self.writes = Counter(
             "ocsp_stapler_secret_writes", "Writes to Secrets by action.", ["action"], registry=r
         )
@@ -72,8 +74,17 @@ class Metrics:
         refresh_at: datetime.datetime | None,
     ) -> None:
         labels = {"namespace": ref.namespace, "secret": ref.name}
-        for s in STATUSES:
-            self.status.labels(status=s, **labels).set(1 if s == status else 0)
+        previous = self._status_of.get(ref)
+        if previous != status:
+            # One series per Secret, not one per possible status: 10,000 Secrets are scraped
+            # as 10,000 lines, not 50,000.
+            if previous is not None:
+                self._remove(self.status, {**labels, "status": previous})
+            if status is not None:
+                self.status.labels(status=status, **labels).set(1)
+                self._status_of[ref] = status
+            else:
+                self._status_of.pop(ref, None)
         if expires_at is not None:
             self.expiry.labels(**labels).set(expires_at.timestamp())
         else:
@@ -87,8 +98,9 @@ class Metrics:
         labels = {"namespace": ref.namespace, "secret": ref.name}
         self._remove(self.expiry, labels)
         self._remove(self.refresh, labels)
-        for s in STATUSES:
-            self._remove(self.status, {**labels, "status": s})
+        previous = self._status_of.pop(ref, None)
+        if previous is not None:
+            self._remove(self.status, {**labels, "status": previous})
 
     @staticmethod
     def _remove(gauge: Gauge, labels: dict[str, str]) -> None:
