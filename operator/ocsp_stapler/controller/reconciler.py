@@ -27,6 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
 from ocsp_stapler.controller import secretpatches
 from ocsp_stapler.controller.bodies import (
     Body,
@@ -111,6 +114,7 @@ class Reconciler:
         self.cache: dict[CertKey, CachedStaple] = {}
         self.holders: dict[CertKey, set[SecretRef]] = {}
         self.crd_available = True
+        self.issuers: dict[bytes, x509.Certificate] = {}
 
     # ----------------------------------------------------------------- events from kopf
 
@@ -246,8 +250,11 @@ class Reconciler:
                     record, "Warning", "StapleRemoved", f"the staple cannot be judged: {exc}"
                 )
             return False
+        # Thousands of Secrets share a handful of issuers: keep one object per issuer, and only
+        # the leaf and its issuer of each chain (memory at 10,000 Secrets).
+        issuer = self.issuers.setdefault(issuer.fingerprint(hashes.SHA256()), issuer)
         record.issuer = issuer
-        record.chain = Chain(leaf=chain.leaf, issuer=issuer, others=chain.others)
+        record.chain = Chain(leaf=chain.leaf, issuer=issuer)
         key_hash = CertID.for_serial(issuer, chain.leaf.serial_number).issuer_key_hash
         record.cert_key = (key_hash, chain.leaf.serial_number, override or "")
         self.holders.setdefault(record.cert_key, set()).add(record.ref)
@@ -338,7 +345,6 @@ class Reconciler:
             and (
                 record.held is None or cached.fetched.staple.this_update >= record.held.this_update
             )
-            and (record.held is None or cached.fetched.staple.der != record.held.der)
         ):
             return cached.fetched  # a sibling Secret fetched it: no request
         # Never go backwards, not even after the held staple expired: the newest response ever
