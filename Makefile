@@ -33,8 +33,8 @@ binaries:
 	hack/controlplane/build.sh
 
 lint: venv
-	$(BIN)/ruff check operator tests hack
-	$(BIN)/ruff format --check operator tests hack
+	$(BIN)/ruff check operator tests hack bench
+	$(BIN)/ruff format --check operator tests hack bench
 	$(BIN)/lint-imports
 
 typecheck: venv
@@ -51,8 +51,8 @@ docs: venv
 	$(BIN)/python hack/values_reference.py --write README.md
 
 format: venv
-	$(BIN)/ruff format operator tests hack
-	$(BIN)/ruff check --fix operator tests hack
+	$(BIN)/ruff format operator tests hack bench
+	$(BIN)/ruff check --fix operator tests hack bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
