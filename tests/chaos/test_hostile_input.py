@@ -12,8 +12,9 @@ from devcluster.pki import TestPKI
 from devcluster.responder import OpenSSLResponder
 
 from ocsp_stapler.k8s.client import ApiClient
-from support.backends import EchoBackend, expose
-from support.ingresses import IngressProcess, MakeSite, curl, publish
+from support.backends import EchoBackend
+from support.ingress_fixtures import Published
+from support.ingresses import IngressProcess, MakeSite, curl
 from support.kube import event_reasons, secret_path, tls_secret, wait_for
 from support.operators import StartOperator
 from support.responders import ScriptedServer
@@ -79,10 +80,9 @@ async def test_garbage_and_truncated_client_hellos(
     ingress: IngressProcess,
     backend: EchoBackend,
     site: MakeSite,
+    published: Published,
 ) -> None:
-    await site(HOST, "hostile-tls")
-    await expose(api, namespace, "echo", [backend.port])
-    await publish(api, namespace, host=HOST, secret="hostile-tls", service="echo")
+    await published(HOST, "hostile-tls")
     await wait_for(lambda: _served(ingress, pki), what="the route")
     rng = random.Random(1234)  # noqa: S311 (deterministic garbage, not secrets)
     hello_prefix = bytes.fromhex("160301020001000200")  # a ClientHello record header and no more
@@ -113,10 +113,9 @@ async def test_thousands_of_idle_connections(
     ingress: IngressProcess,
     backend: EchoBackend,
     site: MakeSite,
+    published: Published,
 ) -> None:
-    await site(HOST, "hostile-tls")
-    await expose(api, namespace, "echo", [backend.port])
-    await publish(api, namespace, host=HOST, secret="hostile-tls", service="echo")
+    await published(HOST, "hostile-tls")
     await wait_for(lambda: _served(ingress, pki), what="the route")
     idle = []
     for _ in range(2000):

@@ -13,6 +13,7 @@ from devcluster.pki import TestPKI
 
 from ocsp_stapler.k8s.client import ApiClient
 from support.backends import EchoBackend, expose, ingress_object, rule, set_endpoints
+from support.ingress_fixtures import Published
 from support.ingresses import IngressProcess, MakeSite, StartIngress, curl, ingress_path, publish
 from support.kube import wait_for
 
@@ -175,11 +176,9 @@ def _unused_port() -> int:
 
 async def test_bodies_keepalive_and_streaming(
     api: ApiClient, namespace: str, pki: TestPKI, ingress: IngressProcess, backend: EchoBackend,
-    site: MakeSite, tmp_path: Path,
+    site: MakeSite, published: Published, tmp_path: Path,
 ) -> None:  # fmt: skip
-    await site(HOST, "shop-tls", staple=False)
-    await expose(api, namespace, "echo", [backend.port])
-    await publish(api, namespace, host=HOST, secret="shop-tls", service="echo")
+    await published(HOST, "shop-tls", staple=False)
     await wait_for(lambda: route_ok(ingress, pki), what="route")
     big = tmp_path / "big.bin"
     big.write_bytes(b"x" * 3_000_000)
@@ -217,10 +216,9 @@ async def test_hostile_requests_are_refused(
     ingress: IngressProcess,
     backend: EchoBackend,
     site: MakeSite,
+    published: Published,
 ) -> None:
-    await site(HOST, "shop-tls", staple=False)
-    await expose(api, namespace, "echo", [backend.port])
-    await publish(api, namespace, host=HOST, secret="shop-tls", service="echo")
+    await published(HOST, "shop-tls", staple=False)
     await wait_for(lambda: route_ok(ingress, pki), what="route")
     before = backend.requests
     ca, port = pki.path("root"), ingress.https_port
@@ -256,11 +254,10 @@ async def test_slow_clients_do_not_block_others(
     start: StartIngress,
     backend: EchoBackend,
     site: MakeSite,
+    published: Published,
 ) -> None:
     ingress = await start(workers=1, handshake_timeout_seconds="1", header_timeout_seconds="1")
-    await site(HOST, "shop-tls", staple=False)
-    await expose(api, namespace, "echo", [backend.port])
-    await publish(api, namespace, host=HOST, secret="shop-tls", service="echo")
+    await published(HOST, "shop-tls", staple=False)
     await wait_for(lambda: route_ok(ingress, pki), what="route")
     # 200 connections that never finish a handshake, and one that stops mid-head.
     idle = [await asyncio.open_connection("127.0.0.1", ingress.https_port) for _ in range(200)]
@@ -301,11 +298,10 @@ async def test_sigterm_drains_requests_in_flight(
     start: StartIngress,
     backend: EchoBackend,
     site: MakeSite,
+    published: Published,
 ) -> None:
     ingress = await start(workers=1)
-    await site(HOST, "shop-tls", staple=False)
-    await expose(api, namespace, "echo", [backend.port])
-    await publish(api, namespace, host=HOST, secret="shop-tls", service="echo")
+    await published(HOST, "shop-tls", staple=False)
     await wait_for(lambda: route_ok(ingress, pki), what="route")
     slow = asyncio.ensure_future(curl(ingress.https_port, HOST, "/slow?s=1.5", ca=pki.path("root")))
     await wait_for(
@@ -325,11 +321,10 @@ async def test_connections_beyond_the_bound_are_closed(
     start: StartIngress,
     backend: EchoBackend,
     site: MakeSite,
+    published: Published,
 ) -> None:
     ingress = await start(workers=1, max_connections="5")
-    await site(HOST, "shop-tls", staple=False)
-    await expose(api, namespace, "echo", [backend.port])
-    await publish(api, namespace, host=HOST, secret="shop-tls", service="echo")
+    await published(HOST, "shop-tls", staple=False)
     await wait_for(lambda: route_ok(ingress, pki), what="route")
     held = [await asyncio.open_connection("127.0.0.1", ingress.https_port) for _ in range(5)]
     await asyncio.sleep(0.2)

@@ -13,6 +13,7 @@ from devcluster.pki import TestPKI
 from ocsp_stapler.k8s.client import ApiClient
 from support.backends import EchoBackend, expose
 from support.clocks import utcnow
+from support.ingress_fixtures import Published
 from support.ingresses import (
     IngressProcess,
     MakeSite,
@@ -41,10 +42,9 @@ async def test_a_good_staple_on_tls12_and_tls13(
     ingress: IngressProcess,
     backend: EchoBackend,
     site: MakeSite,
+    published: Published,
 ) -> None:
-    await site(HOST, "www-tls")
-    await expose(api, namespace, "echo", [backend.port])
-    await publish(api, namespace, host=HOST, secret="www-tls", service="echo")
+    await published(HOST, "www-tls")
 
     out13 = await wait_for(
         lambda: stapled(ingress.https_port, HOST, "-tls1_3"), what="a stapled handshake"
@@ -74,11 +74,9 @@ async def _metric_seen(ingress: IngressProcess, needle: str) -> bool:
 
 async def test_gnutls_checks_the_staple(
     api: ApiClient, namespace: str, pki: TestPKI, ingress: IngressProcess, backend: EchoBackend,
-    site: MakeSite, tmp_path: Path,
+    site: MakeSite, published: Published, tmp_path: Path,
 ) -> None:  # fmt: skip
-    _leaf, der = await site(HOST, "www-tls")
-    await expose(api, namespace, "echo", [backend.port])
-    await publish(api, namespace, host=HOST, secret="www-tls", service="echo")
+    _leaf, der = await published(HOST, "www-tls")
     await wait_for(lambda: stapled(ingress.https_port, HOST), what="the route")
     saved = tmp_path / "gnutls-ocsp.der"
     proc = await asyncio.to_thread(
@@ -100,10 +98,9 @@ async def test_no_staple_and_expired_staple_fail_curl_cert_status(
     ingress: IngressProcess,
     backend: EchoBackend,
     site: MakeSite,
+    published: Published,
 ) -> None:
-    leaf, _ = await site(HOST, "www-tls", staple=False)
-    await expose(api, namespace, "echo", [backend.port])
-    await publish(api, namespace, host=HOST, secret="www-tls", service="echo")
+    leaf, _ = await published(HOST, "www-tls", staple=False)
     plain = await wait_for(lambda: _routed(ingress, pki), what="the route")
     assert plain.returncode == 0
     out = await s_client(ingress.https_port, HOST)
@@ -137,10 +134,9 @@ async def test_a_staple_expiring_while_loaded_stops_being_served(
     ingress: IngressProcess,
     backend: EchoBackend,
     site: MakeSite,
+    published: Published,
 ) -> None:
-    leaf, _ = await site(HOST, "www-tls", staple=False)
-    await expose(api, namespace, "echo", [backend.port])
-    await publish(api, namespace, host=HOST, secret="www-tls", service="echo")
+    leaf, _ = await published(HOST, "www-tls", staple=False)
     now = utcnow().replace(microsecond=0)  # OCSP times have whole seconds
     short = pki.response(
         leaf,
@@ -164,10 +160,9 @@ async def test_a_new_staple_reaches_new_handshakes_at_once(
     ingress: IngressProcess,
     backend: EchoBackend,
     site: MakeSite,
+    published: Published,
 ) -> None:
-    leaf, _ = await site(HOST, "www-tls")
-    await expose(api, namespace, "echo", [backend.port])
-    await publish(api, namespace, host=HOST, secret="www-tls", service="echo")
+    leaf, _ = await published(HOST, "www-tls")
     await wait_for(lambda: stapled(ingress.https_port, HOST), what="the first staple")
     now = utcnow()
     revoked = pki.response(
@@ -208,11 +203,9 @@ async def test_two_hosts_two_certificates_by_sni(
 
 async def test_must_staple_strict_refuses_lenient_serves(
     api: ApiClient, namespace: str, pki: TestPKI, ingress: IngressProcess, backend: EchoBackend,
-    site: MakeSite, start: StartIngress,
+    site: MakeSite, published: Published, start: StartIngress,
 ) -> None:  # fmt: skip
-    leaf, _ = await site("ms.example.test", "ms-tls", staple=False, must_staple=True)
-    await expose(api, namespace, "echo", [backend.port])
-    await publish(api, namespace, host="ms.example.test", secret="ms-tls", service="echo")
+    leaf, _ = await published("ms.example.test", "ms-tls", staple=False, must_staple=True)
     lenient = await wait_for(
         lambda: _handshake(ingress.https_port, "ms.example.test"), what="lenient"
     )
@@ -244,10 +237,9 @@ async def test_a_new_certificate_is_used_and_open_connections_live_on(
     ingress: IngressProcess,
     backend: EchoBackend,
     site: MakeSite,
+    published: Published,
 ) -> None:
-    await site(HOST, "www-tls")
-    await expose(api, namespace, "echo", [backend.port])
-    await publish(api, namespace, host=HOST, secret="www-tls", service="echo")
+    await published(HOST, "www-tls")
     await wait_for(lambda: stapled(ingress.https_port, HOST), what="the route")
     ctx = ssl.create_default_context(cafile=str(pki.path("root")))
     reader, writer = await asyncio.open_connection(

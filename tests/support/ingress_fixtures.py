@@ -3,7 +3,7 @@ a loopback backend, ingress processes watching the test's namespace, and TLS sit
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +13,15 @@ from devcluster.pki import Issued, TestPKI
 from devcluster.responder import OpenSSLResponder
 
 from ocsp_stapler.k8s.client import ApiClient, Conflict
-from support.backends import EchoBackend
-from support.ingresses import IngressProcess, MakeSite, StartIngress, fetch_staple, start_ingress
+from support.backends import EchoBackend, expose
+from support.ingresses import (
+    IngressProcess,
+    MakeSite,
+    StartIngress,
+    fetch_staple,
+    publish,
+    start_ingress,
+)
 from support.kube import secret_path, tls_secret
 
 
@@ -82,5 +89,24 @@ def site(api: ApiClient, namespace: str, pki: TestPKI, responder: OpenSSLRespond
         except Conflict:
             await api.replace(secret_path(namespace, secret), body)
         return leaf, der
+
+    return make
+
+
+Published = Callable[..., Awaitable[tuple[Issued, bytes | None]]]
+
+
+@pytest.fixture
+def published(api: ApiClient, namespace: str, site: MakeSite, backend: EchoBackend) -> Published:
+    """A site (TLS Secret) routed by an Ingress to the echo backend: the usual test setup."""
+    exposed: list[bool] = []
+
+    async def make(host: str, secret: str, **site_options: Any) -> tuple[Issued, bytes | None]:
+        made = await site(host, secret, **site_options)
+        if not exposed:
+            await expose(api, namespace, "echo", [backend.port])
+            exposed.append(True)
+        await publish(api, namespace, host=host, secret=secret, service="echo")
+        return made
 
     return make
