@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
+import json
 import logging
 import random
 import time
@@ -138,7 +139,8 @@ class Reconciler:
             fresh = SecretRecord(view=view)
             if record is not None and record.view.uid == view.uid:
                 fresh.staple_object_created = record.staple_object_created
-                fresh.published_status = record.published_status
+                fresh.published_digest = record.published_digest
+                fresh.published_ready = record.published_ready
                 fresh.last_event = record.last_event
                 fresh.ever_stapled = record.ever_stapled
             self.records[ref] = fresh
@@ -556,8 +558,9 @@ class Reconciler:
         )
         if not self.crd_available:
             return
-        status = status_of(record, now=self.clock(), previous=record.published_status)
-        if status == record.published_status:
+        status = status_of(record, now=self.clock(), previous=record.published_ready)
+        digest = hash(json.dumps(status, sort_keys=True))
+        if digest == record.published_digest:
             return
         try:
             if not record.staple_object_created:
@@ -580,7 +583,9 @@ class Reconciler:
         except (ApiError, OSError) as exc:
             logger.warning("could not report status of %s: %s", record.ref, exc)
             return
-        record.published_status = status
+        record.published_digest = digest
+        ready = status["conditions"][0]
+        record.published_ready = (ready["status"], ready["lastTransitionTime"])
 
     async def _delete_staple_object(self, ref: SecretRef) -> None:
         if not self.crd_available:

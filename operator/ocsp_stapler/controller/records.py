@@ -46,7 +46,10 @@ class SecretRecord:
     last_status: CertStatus | None = None
     responder_url: str | None = None
     last_event: tuple[str, str] | None = None
-    published_status: dict[str, object] | None = None
+    published_digest: int | None = None
+    """Hash of the status last published (the dict itself is not kept: memory at 10,000)."""
+    published_ready: tuple[str, str] | None = None
+    """(status, lastTransitionTime) of the Ready condition last published."""
     staple_object_created: bool = False
     ever_stapled: bool = False
     extra: dict[str, object] = field(default_factory=dict)

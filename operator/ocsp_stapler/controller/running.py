@@ -42,6 +42,8 @@ def kopf_settings(settings: OperatorSettings) -> kopf.OperatorSettings:
     ks.posting.enabled = False
     ks.scanning.disabled = True
     ks.networking.request_timeout = 60
+    # List in pages: at 10,000 Secrets one whole list is a memory spike of its own.
+    ks.watching.chunk_size = 500
     # Per-Secret kopf workers only forward events to the reconciler: let them go quickly, so
     # that a SIGTERM (a rolling update) ends the process in about a second.
     ks.queueing.idle_timeout = 1.0

@@ -61,7 +61,7 @@ def _ready(record: SecretRecord) -> tuple[str, str, str]:
 
 
 def status_of(
-    record: SecretRecord, *, now: datetime.datetime, previous: dict[str, Any] | None
+    record: SecretRecord, *, now: datetime.datetime, previous: tuple[str, str] | None
 ) -> dict[str, Any]:
     status: dict[str, Any] = {}
     chain = record.chain
@@ -101,10 +101,8 @@ def status_of(
         }
     )
     state, reason, message = _ready(record)
-    transition = iso(now)
-    for cond in (previous or {}).get("conditions", []):
-        if cond.get("type") == "Ready" and cond.get("status") == state:
-            transition = cond.get("lastTransitionTime", transition)
+    # ``previous`` is the Ready condition last published: (status, lastTransitionTime).
+    transition = previous[1] if previous is not None and previous[0] == state else iso(now)
     status["conditions"] = [
         {"type": "Ready", "status": state, "reason": reason, "message": message[:1024],
          "lastTransitionTime": transition}
