@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 from devcluster.controlplane import ControlPlane, running
 from devcluster.pki import TestPKI
 from devcluster.responder import OpenSSLResponder
@@ -26,7 +25,7 @@ from ocsp_stapler.ocsp.responses import CertStatus, cert_id_in, verify_response
 from support.clocks import utcnow
 from support.kube import get_or_none, secret_path, wait_for
 from support.operators import RunningOperator, StartOperator
-from support.responders import ScriptedServer
+from support.responders import ScriptedServer, redirect_to
 from support.staples import ENABLED, create_secret, staple_of, staple_path, stapled_secret
 
 CLI = str(Path(sys.executable).parent / "ocsp-stapler")
@@ -131,12 +130,7 @@ async def test_secret_deleted_during_a_fetch(
     start_operator: StartOperator, scripted: ScriptedServer,
 ) -> None:  # fmt: skip
     gate = asyncio.Event()
-
-    async def slow(request: web.Request) -> web.StreamResponse:
-        await gate.wait()
-        raise web.HTTPTemporaryRedirect(responder.url + request.path_qs)
-
-    scripted.handler = slow
+    scripted.handler = redirect_to(responder.url, gate=gate)
     op = await start_operator(fetch_timeout_seconds=30)
     await create_secret(
         api, namespace, "gone", pki, pki.leaf(ocsp_urls=[scripted.url]), annotations=ENABLED

@@ -24,7 +24,7 @@ from ocsp_stapler.k8s.client import ApiClient
 from support.clocks import FakeClock
 from support.kube import events_for, get_or_none, wait_for
 from support.operators import StartOperator
-from support.responders import ScriptedServer, hang
+from support.responders import ScriptedServer, hang, redirect_to
 from support.staples import ENABLED, create_secret, staple_of, staple_path
 
 OCSP = "application/ocsp-response"
@@ -184,10 +184,7 @@ async def test_fault_keeps_the_valid_staple_then_expires_it(
     op = await start_operator(clock=clock, fetch_timeout_seconds=0.5)
     leaf = pki.leaf(ocsp_urls=[scripted.url])
 
-    async def relay(request: web.Request) -> web.StreamResponse:
-        raise web.HTTPTemporaryRedirect(responder.url + request.path_qs)
-
-    scripted.handler = relay
+    scripted.handler = redirect_to(responder.url)
     await create_secret(api, namespace, "victim", pki, leaf, annotations=ENABLED)
     good = await wait_for(lambda: staple_of(api, namespace, "victim"), what="the good staple")
     await op.settle()

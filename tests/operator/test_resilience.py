@@ -8,7 +8,6 @@ import base64
 import datetime
 
 import pytest
-from aiohttp import web
 from devcluster.pki import TestPKI
 from devcluster.responder import OpenSSLResponder
 
@@ -27,7 +26,7 @@ from support.kube import (
     wait_for,
 )
 from support.operators import StartOperator
-from support.responders import ScriptedServer
+from support.responders import ScriptedServer, redirect_to
 from support.staples import (
     ENABLED,
     create_secret,
@@ -125,12 +124,7 @@ async def test_rotation_during_a_fetch_never_writes_the_stale_staple(
     start_operator: StartOperator, scripted: ScriptedServer,
 ) -> None:  # fmt: skip
     gate = asyncio.Event()
-
-    async def slow(request: web.Request) -> web.StreamResponse:
-        await gate.wait()
-        raise web.HTTPTemporaryRedirect(responder.url + request.path_qs)
-
-    scripted.handler = slow
+    scripted.handler = redirect_to(responder.url, gate=gate)
     await start_operator()
     old = pki.leaf(ocsp_urls=[scripted.url])
     new = pki.leaf(ocsp_urls=[responder.url])

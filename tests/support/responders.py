@@ -55,3 +55,15 @@ async def hang(request: web.Request) -> web.StreamResponse:
     """Accept, then never answer (until the test ends)."""
     await asyncio.sleep(3600)
     return web.Response()
+
+
+def redirect_to(url: str, *, gate: asyncio.Event | None = None) -> Handler:
+    """Send every request on to the real responder at ``url`` (once ``gate`` opens, if given):
+    a responder that is slow exactly when a test wants it to be."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if gate is not None:
+            await gate.wait()
+        raise web.HTTPTemporaryRedirect(url + request.path_qs)
+
+    return handler
