@@ -10,7 +10,8 @@
 | ocsp_stapler_certificate_status | gauge, 1 (one series per Secret) | namespace, secret, status |
 | ocsp_stapler_secret_writes_total | counter | action: write, remove, cleanup |
 
-Each operator instance has its own registry (tests run several in one process).
+``status`` is good, revoked, unknown, NoResponder or Error. Each operator instance has its
+own registry (tests run several in one process).
 """
 
 from __future__ import annotations
@@ -21,9 +22,6 @@ import datetime
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ocsp_stapler.controller.bodies import SecretRef
-
-STATUSES = ("good", "revoked", "unknown", "NoResponder", "Error")
-"""The values of the ``status`` label."""
 
 
 class Metrics:
