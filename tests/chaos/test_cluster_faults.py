@@ -49,7 +49,6 @@ async def test_api_server_crash_and_restart(
     own_api: ApiClient,
     pki: TestPKI,
     responder: OpenSSLResponder,
-    tmp_path: Path,
 ) -> None:
     namespace = "crash"
     await own_api.create(resource_path(api_version="v1", plural="namespaces"),

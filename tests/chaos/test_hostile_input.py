@@ -12,9 +12,8 @@ from devcluster.pki import TestPKI
 from devcluster.responder import OpenSSLResponder
 
 from ocsp_stapler.k8s.client import ApiClient
-from support.backends import EchoBackend
 from support.ingress_fixtures import Published
-from support.ingresses import IngressProcess, MakeSite, curl
+from support.ingresses import IngressProcess, curl
 from support.kube import event_reasons, secret_path, tls_secret, wait_for
 from support.operators import StartOperator
 from support.responders import ScriptedServer
@@ -74,12 +73,8 @@ async def _has(api: ApiClient, namespace: str, name: str, reason: str) -> bool:
 
 
 async def test_garbage_and_truncated_client_hellos(
-    api: ApiClient,
-    namespace: str,
     pki: TestPKI,
     ingress: IngressProcess,
-    backend: EchoBackend,
-    site: MakeSite,
     published: Published,
 ) -> None:
     await published(HOST, "hostile-tls")
@@ -107,12 +102,8 @@ async def _served(ingress: IngressProcess, pki: TestPKI) -> bool:
 
 
 async def test_thousands_of_idle_connections(
-    api: ApiClient,
-    namespace: str,
     pki: TestPKI,
     ingress: IngressProcess,
-    backend: EchoBackend,
-    site: MakeSite,
     published: Published,
 ) -> None:
     await published(HOST, "hostile-tls")

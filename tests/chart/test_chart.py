@@ -193,7 +193,7 @@ def test_image_entry_points_exist() -> None:
 
 
 def test_pods_meet_pod_security_restricted(
-    cluster: ControlPlane, api: ApiClient, namespace: str, tmp_path: Path
+    cluster: ControlPlane, namespace: str, tmp_path: Path
 ) -> None:
     cluster.kubectl(
         "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted"

@@ -175,8 +175,7 @@ def _unused_port() -> int:
 
 
 async def test_bodies_keepalive_and_streaming(
-    api: ApiClient, namespace: str, pki: TestPKI, ingress: IngressProcess, backend: EchoBackend,
-    site: MakeSite, published: Published, tmp_path: Path,
+    pki: TestPKI, ingress: IngressProcess, published: Published, tmp_path: Path,
 ) -> None:  # fmt: skip
     await published(HOST, "shop-tls", staple=False)
     await wait_for(lambda: route_ok(ingress, pki), what="route")
@@ -210,12 +209,9 @@ async def test_bodies_keepalive_and_streaming(
 
 
 async def test_hostile_requests_are_refused(
-    api: ApiClient,
-    namespace: str,
     pki: TestPKI,
     ingress: IngressProcess,
     backend: EchoBackend,
-    site: MakeSite,
     published: Published,
 ) -> None:
     await published(HOST, "shop-tls", staple=False)
@@ -248,12 +244,8 @@ async def test_hostile_requests_are_refused(
 
 
 async def test_slow_clients_do_not_block_others(
-    api: ApiClient,
-    namespace: str,
     pki: TestPKI,
     start: StartIngress,
-    backend: EchoBackend,
-    site: MakeSite,
     published: Published,
 ) -> None:
     ingress = await start(workers=1, handshake_timeout_seconds="1", header_timeout_seconds="1")
@@ -281,7 +273,7 @@ async def test_slow_clients_do_not_block_others(
 
 
 async def test_http_redirects_to_https(
-    api: ApiClient, namespace: str, pki: TestPKI, ingress: IngressProcess, site: MakeSite
+    ingress: IngressProcess,
 ) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", ingress.http_port)
     writer.write(f"GET /path?x=1 HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
@@ -292,12 +284,9 @@ async def test_http_redirects_to_https(
 
 
 async def test_sigterm_drains_requests_in_flight(
-    api: ApiClient,
-    namespace: str,
     pki: TestPKI,
     start: StartIngress,
     backend: EchoBackend,
-    site: MakeSite,
     published: Published,
 ) -> None:
     ingress = await start(workers=1)
@@ -315,12 +304,8 @@ async def test_sigterm_drains_requests_in_flight(
 
 
 async def test_connections_beyond_the_bound_are_closed(
-    api: ApiClient,
-    namespace: str,
     pki: TestPKI,
     start: StartIngress,
-    backend: EchoBackend,
-    site: MakeSite,
     published: Published,
 ) -> None:
     ingress = await start(workers=1, max_connections="5")

@@ -36,12 +36,8 @@ async def stapled(port: int, host: str, *extra: str) -> str | None:
 
 
 async def test_a_good_staple_on_tls12_and_tls13(
-    api: ApiClient,
-    namespace: str,
     pki: TestPKI,
     ingress: IngressProcess,
-    backend: EchoBackend,
-    site: MakeSite,
     published: Published,
 ) -> None:
     await published(HOST, "www-tls")
@@ -73,8 +69,7 @@ async def _metric_seen(ingress: IngressProcess, needle: str) -> bool:
 
 
 async def test_gnutls_checks_the_staple(
-    api: ApiClient, namespace: str, pki: TestPKI, ingress: IngressProcess, backend: EchoBackend,
-    site: MakeSite, published: Published, tmp_path: Path,
+    pki: TestPKI, ingress: IngressProcess, published: Published, tmp_path: Path,
 ) -> None:  # fmt: skip
     _leaf, der = await published(HOST, "www-tls")
     await wait_for(lambda: stapled(ingress.https_port, HOST), what="the route")
@@ -96,8 +91,6 @@ async def test_no_staple_and_expired_staple_fail_curl_cert_status(
     namespace: str,
     pki: TestPKI,
     ingress: IngressProcess,
-    backend: EchoBackend,
-    site: MakeSite,
     published: Published,
 ) -> None:
     leaf, _ = await published(HOST, "www-tls", staple=False)
@@ -132,8 +125,6 @@ async def test_a_staple_expiring_while_loaded_stops_being_served(
     namespace: str,
     pki: TestPKI,
     ingress: IngressProcess,
-    backend: EchoBackend,
-    site: MakeSite,
     published: Published,
 ) -> None:
     leaf, _ = await published(HOST, "www-tls", staple=False)
@@ -158,8 +149,6 @@ async def test_a_new_staple_reaches_new_handshakes_at_once(
     namespace: str,
     pki: TestPKI,
     ingress: IngressProcess,
-    backend: EchoBackend,
-    site: MakeSite,
     published: Published,
 ) -> None:
     leaf, _ = await published(HOST, "www-tls")
@@ -182,7 +171,6 @@ async def test_a_new_staple_reaches_new_handshakes_at_once(
 async def test_two_hosts_two_certificates_by_sni(
     api: ApiClient,
     namespace: str,
-    pki: TestPKI,
     ingress: IngressProcess,
     backend: EchoBackend,
     site: MakeSite,
@@ -202,8 +190,7 @@ async def test_two_hosts_two_certificates_by_sni(
 
 
 async def test_must_staple_strict_refuses_lenient_serves(
-    api: ApiClient, namespace: str, pki: TestPKI, ingress: IngressProcess, backend: EchoBackend,
-    site: MakeSite, published: Published, start: StartIngress,
+    api: ApiClient, namespace: str, pki: TestPKI, ingress: IngressProcess, published: Published, start: StartIngress,
 ) -> None:  # fmt: skip
     leaf, _ = await published("ms.example.test", "ms-tls", staple=False, must_staple=True)
     lenient = await wait_for(
@@ -231,11 +218,8 @@ async def _handshake(port: int, host: str) -> str | None:
 
 
 async def test_a_new_certificate_is_used_and_open_connections_live_on(
-    api: ApiClient,
-    namespace: str,
     pki: TestPKI,
     ingress: IngressProcess,
-    backend: EchoBackend,
     site: MakeSite,
     published: Published,
 ) -> None:

@@ -7,7 +7,7 @@ and its certificate annotation), so nothing is lost and no external store is nee
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from cryptography import x509
 
@@ -38,7 +38,6 @@ class SecretRecord:
     """The newest response ever verified for this Secret, held or not (never go backwards)."""
     refresh_at: datetime.datetime | None = None
     """None: due now."""
-    refresh_reason: str = ""
     failures: int = 0
     last_error: str | None = None
     last_attempt: datetime.datetime | None = None
@@ -52,7 +51,6 @@ class SecretRecord:
     """(status, lastTransitionTime) of the Ready condition last published."""
     staple_object_created: bool = False
     ever_stapled: bool = False
-    extra: dict[str, object] = field(default_factory=dict)
 
     @property
     def ref(self) -> SecretRef:
