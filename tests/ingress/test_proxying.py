@@ -12,7 +12,7 @@ from pathlib import Path
 from devcluster.pki import TestPKI
 
 from ocsp_stapler.k8s.client import ApiClient
-from support.backends import EchoBackend, expose, ingress_object, rule, set_endpoints
+from support.backends import EchoBackend, RawBackend, expose, ingress_object, rule, set_endpoints
 from support.ingress_fixtures import Published
 from support.ingresses import IngressProcess, MakeSite, StartIngress, curl, ingress_path, publish
 from support.kube import wait_for
@@ -320,3 +320,90 @@ async def test_connections_beyond_the_bound_are_closed(
         w.close()
     await asyncio.sleep(0.2)
     assert await route_ok(ingress, pki) is not None  # below the bound again: served
+
+
+async def read_all_https(port: int, host: str, request: bytes, ca: Path) -> bytes:
+    """Send raw bytes over TLS and read until the ingress closes the connection."""
+    ctx = ssl.create_default_context(cafile=str(ca))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname=host)
+    writer.write(request)
+    try:
+        return await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+
+
+async def test_pipelined_requests_are_answered_in_order(
+    pki: TestPKI, ingress: IngressProcess, published: Published
+) -> None:
+    await published(HOST, "shop-tls", staple=False)
+    await wait_for(lambda: route_ok(ingress, pki), what="route")
+    requests = b"".join(
+        f"GET /{i} HTTP/1.1\r\nHost: {HOST}\r\n{'Connection: close' if i == 3 else 'X: y'}\r\n\r\n"
+        .encode()
+        for i in range(1, 4)
+    )  # fmt: skip
+    answer = await read_all_https(ingress.https_port, HOST, requests, pki.path("root"))
+    bodies = [part.split(b"\r\n\r\n", 1)[1] for part in answer.split(b"HTTP/1.1 200 OK\r\n")[1:]]
+    assert [json.loads(b)["path"] for b in bodies] == ["/1", "/2", "/3"]
+    assert answer.count(b"Connection: keep-alive") == 2
+    assert answer.count(b"Connection: close") == 1
+
+
+def _scripted(number: int, head: bytes) -> bytes | None:
+    path = head.split(b" ", 2)[1]
+    if path == b"/interim":  # an interim 100 before the final answer: the client sees 200 only
+        return b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nfinally"
+    if path == b"/until-close":  # no length, no chunking: the body ends with the connection
+        return b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall of it, then a close"
+    if path == b"/trailers":
+        return (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Checksum: 1\r\n\r\n"
+        )
+    if path == b"/dropped" and number > 0:  # a pooled connection dies as the request arrives
+        return None
+    return b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+async def test_backend_framings_are_restated_and_a_dropped_pooled_connection_retried(
+    api: ApiClient, namespace: str, pki: TestPKI, ingress: IngressProcess, site: MakeSite
+) -> None:
+    raw = await RawBackend(_scripted).start()
+    try:
+        await site(HOST, "shop-tls", staple=False)
+        await expose(api, namespace, "raw", [raw.port])
+        await publish(api, namespace, host=HOST, secret="shop-tls", service="raw")
+        ca = pki.path("root")
+
+        async def ok() -> bool:
+            got = await curl(ingress.https_port, HOST, "/", ca=ca)
+            return got.stdout == "ok"
+
+        await wait_for(ok, what="route")
+        interim = await curl(ingress.https_port, HOST, "/interim", "-i", ca=ca)
+        assert interim.stdout.startswith("HTTP/1.1 200 OK"), interim.stdout
+        assert "100 Continue" not in interim.stdout
+        assert interim.stdout.endswith("finally")
+        until_close = await curl(ingress.https_port, HOST, "/until-close", "-i", ca=ca)
+        assert until_close.returncode == 0, until_close.stderr
+        assert until_close.stdout.endswith("all of it, then a close")
+        assert "Connection: close" in until_close.stdout
+        trailers = await curl(ingress.https_port, HOST, "/trailers", "-i", ca=ca)
+        assert trailers.stdout.endswith("hello world")
+        assert "X-Checksum" not in trailers.stdout
+        # Two requests on one client connection: the second finds the pooled backend
+        # connection dropped (no answer) and is retried once on a fresh connection.
+        before = raw.connections
+        dropped = await read_all_https(
+            ingress.https_port,
+            HOST,
+            f"GET /first HTTP/1.1\r\nHost: {HOST}\r\n\r\n"
+            f"GET /dropped HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode(),
+            ca,
+        )
+        assert dropped.count(b"HTTP/1.1 200 OK") == 2, dropped
+        assert raw.connections >= before + 1
+        assert sum(1 for r in raw.requests if r.startswith(b"GET /dropped ")) == 2
+    finally:
+        await raw.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -56,6 +57,51 @@ class EchoBackend:
     async def stop(self) -> None:
         if self.runner is not None:
             await self.runner.cleanup()
+
+
+Answer = Callable[[int, bytes], bytes | None]
+"""(request number on its connection, request head) -> the raw response, or None to close
+the connection without answering."""
+
+
+class RawBackend:
+    """A loopback HTTP/1.1 backend answering with scripted bytes: the framings and faults a
+    library server will not produce (interim responses, close-delimited bodies, trailers, a
+    keep-alive connection dropped as the next request arrives)."""
+
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self.connections = 0
+        self.requests: list[bytes] = []
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            for number in range(1000):
+                head = await reader.readuntil(b"\r\n\r\n")
+                self.requests.append(head)
+                response = self.answer(number, head)
+                if response is None:
+                    return
+                writer.write(response)
+                await writer.drain()
+                if b"connection: close" in response.lower():
+                    return
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        finally:
+            writer.close()
+
+    async def start(self) -> RawBackend:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = int(self.server.sockets[0].getsockname()[1])
+        return self
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
 
 
 async def expose(

@@ -200,7 +200,8 @@ try:
     from OpenSSL._util import lib as _lib
 
     _FAST = all(
-        hasattr(_lib, n) for n in ("SSL_do_handshake", "SSL_get_error", "SSL_read", "BIO_read")
+        hasattr(_lib, n)
+        for n in ("SSL_do_handshake", "SSL_get_error", "SSL_read", "SSL_write", "BIO_read")
     )
 except ImportError:  # pragma: no cover - depends on pyOpenSSL internals
     _FAST = False
@@ -272,3 +273,19 @@ def read_plaintext(conn: SSL.Connection) -> tuple[bytes, bool]:
             return b"".join(chunks), True
         conn._raise_ssl_error(ssl, n)
         raise SSL.Error("read failed")
+
+
+def write_plaintext(conn: SSL.Connection, data: bytes) -> None:
+    """Encrypt all of ``data`` into the outgoing memory BIO (read it with pending_output)."""
+    if not _FAST:
+        conn.sendall(data)
+        return
+    ssl = conn._ssl
+    view = _ffi.from_buffer(data)
+    total, offset = len(data), 0
+    while offset < total:
+        n = _lib.SSL_write(ssl, view + offset, total - offset)
+        if n <= 0:
+            conn._raise_ssl_error(ssl, n)
+            raise SSL.Error("write failed")
+        offset += n

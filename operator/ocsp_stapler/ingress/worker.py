@@ -27,9 +27,9 @@ from typing import Any, Protocol, cast
 
 from OpenSSL import SSL
 
-from ocsp_stapler.ingress import channel, http1, tls
+from ocsp_stapler.ingress import channel, tls
 from ocsp_stapler.ingress.metrics import WorkerMetrics
-from ocsp_stapler.ingress.proxying import BackendPool, ConnectionServer, ProxySettings
+from ocsp_stapler.ingress.proxying import ProxySettings, RedirectSession, Relay
 from ocsp_stapler.ingress.routes import RouteTable, table_from_wire
 from ocsp_stapler.ingress.tls import NOT_REQUESTED, CertificateStore
 
@@ -62,31 +62,26 @@ class Worker:
         self.metrics = WorkerMetrics()
         self.store = CertificateStore(must_staple_policy=settings.must_staple_policy)
         self.table = RouteTable()
-        self.pool = BackendPool(settings.proxy)
-        self.server = ConnectionServer(
+        self.loop_time = asyncio.get_running_loop().time
+        self.relay = Relay(
             routes=lambda: self.table,
-            pool=self.pool,
             settings=settings.proxy,
             metrics=self.metrics,
             draining=lambda: self.draining,
+            clock=self.loop_time,
         )
         self.connections: set[ClientConnection] = set()
         self.draining = False
         self.configured = asyncio.Event()
-        self.loop_time = asyncio.get_running_loop().time
 
     async def sweep(self) -> None:
-        """Once a second: cut connections that did not finish their handshake (or, after it,
-        send a first request) in time (slowloris); report the open connection count."""
+        """Once a second: enforce every deadline (handshake, request head, idle keep-alive,
+        backend answer, body progress); report the open connection count."""
         while True:
             await asyncio.sleep(1.0)
             now = self.loop_time()
-            for conn in [c for c in self.connections if c.overdue(now)]:
-                if conn.handshook:
-                    self.metrics.request(408)
-                else:
-                    self.metrics.failures += 1
-                conn._abort()
+            for conn in list(self.connections):
+                conn.expire(now)
             self.metrics.connections = len(self.connections)
 
     def apply(self, message: dict[str, Any]) -> None:
@@ -96,40 +91,50 @@ class Worker:
             logger.warning("certificate %s could not be loaded; not served", cert_id)
         self.configured.set()
 
+    def session(self, conn: ClientConnection, client_ip: str) -> Session:
+        if conn.tls:
+            return self.relay.session(conn, client_ip=client_ip, proto=b"https")
+        return RedirectSession(
+            conn,
+            https_port=self.settings.https_port,
+            metrics=self.metrics,
+            deadline=self.loop_time() + self.settings.proxy.header_timeout,
+        )
 
-class Server(Protocol):  # what serves a connection once its first request arrives
-    async def serve(
-        self, reader: asyncio.StreamReader, writer: Any, *, client_ip: str, proto: bytes
-    ) -> None: ...
+
+class Session(Protocol):  # what serves a connection once its first plaintext byte arrives
+    @property
+    def idle(self) -> bool: ...
+    def feed(self, data: bytes) -> None: ...
+    def client_eof(self) -> None: ...
+    def client_lost(self) -> None: ...
+    def client_paused(self, paused: bool) -> None: ...
+    def expire(self, now: float) -> None: ...
 
 
 class ClientConnection(asyncio.Protocol):
     """A client connection (TLS, or plain for the redirect listener).
 
     Kept lean for the handshake path, the ingress's hottest code: no task, no timer and no
-    exception per handshake. The request-serving task starts with the first plaintext byte;
-    handshake and first-request deadlines are enforced by the worker's once-a-second sweep.
+    exception per handshake. The session (HTTP) starts with the first plaintext byte;
+    before it, the handshake deadline (then the first request's) is enforced by the worker's
+    once-a-second sweep.
     """
 
     __slots__ = (
-        "_resume", "client_ip", "closing", "conn", "deadline", "handshook", "idle", "reader",
-        "server", "staple", "task", "tls", "transport", "worker",
+        "closing", "conn", "deadline", "handshook", "session", "staple", "tls", "transport",
+        "worker",
     )  # fmt: skip
 
-    def __init__(self, worker: Worker, *, tls: bool, server: Server) -> None:
+    def __init__(self, worker: Worker, *, tls: bool) -> None:
         self.worker = worker
         self.tls = tls
-        self.server = server
         self.transport: asyncio.Transport | None = None
         self.conn: SSL.Connection | None = None
         self.handshook = not tls
-        self.reader: asyncio.StreamReader | None = None
-        self.task: asyncio.Task[None] | None = None
-        self.client_ip = ""
+        self.session: Session | None = None
         self.closing = False
-        self.idle = True
         self.staple = NOT_REQUESTED
-        self._resume: asyncio.Event | None = None
         self.deadline = 0.0
         """Monotonic time by which the handshake (then the first request) must progress."""
 
@@ -162,7 +167,7 @@ class ClientConnection(asyncio.Protocol):
             except SSL.Error:
                 self._send_pending()
                 self.worker.metrics.failures += 1
-                self._abort()
+                self.abort()
                 return
             if not done:
                 self._send_pending()
@@ -172,70 +177,58 @@ class ClientConnection(asyncio.Protocol):
                 tls.VERSIONS.get(conn.get_protocol_version(), "other"), self.staple
             )
             if conn.get_servername() is None and self.worker.store.refuses_without_sni():
-                self._abort()
+                self.abort()
                 return
             self.deadline = self.worker.loop_time() + self.worker.settings.proxy.header_timeout
         try:
             plain, closed = tls.read_plaintext(conn)
         except SSL.Error:
-            self._abort()
+            self.abort()
             return
         self._send_pending()
         if plain:
             self._plaintext(plain)
-        if closed and self.reader is not None:
-            self.reader.feed_eof()
-        elif closed:
-            self.close()
+        if closed:
+            self.eof_received()
 
     def _plaintext(self, data: bytes) -> None:
-        if self.reader is None:  # the first request: start serving now
-            self.reader = asyncio.StreamReader(limit=self.worker.settings.proxy.max_header_bytes)
+        session = self.session
+        if session is None:  # the first request: start serving now
             peer = self.transport.get_extra_info("peername") if self.transport else None
-            self.client_ip = str(peer[0]) if peer else ""
-            self.task = asyncio.get_running_loop().create_task(
-                self.server.serve(
-                    self.reader,
-                    self,
-                    client_ip=self.client_ip,
-                    proto=b"https" if self.tls else b"http",
-                )
-            )
-            self.deadline = 0.0  # the server's own timeouts apply from here
-        self.reader.feed_data(data)
+            session = self.session = self.worker.session(self, str(peer[0]) if peer else "")
+        session.feed(data)
 
     def eof_received(self) -> bool | None:
-        if self.reader is not None:
-            self.reader.feed_eof()
+        if self.session is not None:
+            self.session.client_eof()
+        else:
+            self.close()
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
-        if self._resume is not None:
-            self._resume.set()
-        if self.reader is not None:
-            self.reader.feed_eof()
         self.worker.connections.discard(self)
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
+        if self.session is not None:
+            self.session.client_lost()
 
-    # flow control -------------------------------------------------------------------------
+    # flow control ----------------------------------------------------------------------
     def pause_writing(self) -> None:
-        if self._resume is None:
-            self._resume = asyncio.Event()
-        self._resume.clear()
+        if self.session is not None:
+            self.session.client_paused(True)
 
     def resume_writing(self) -> None:
-        if self._resume is not None:
-            self._resume.set()
+        if self.session is not None:
+            self.session.client_paused(False)
 
-    async def drain(self) -> None:
-        if self.closing:
-            raise ConnectionError("connection closed")
-        if self._resume is not None:
-            await self._resume.wait()
+    def pause_reading(self, paused: bool) -> None:
+        if self.transport is None or self.closing:
+            return
+        if paused:
+            self.transport.pause_reading()
+        else:
+            self.transport.resume_reading()
 
-    # writing ------------------------------------------------------------------------
+    # writing and closing ------------------------------------------------------------------
     def write(self, data: bytes) -> None:
         if self.closing or self.transport is None:
             return
@@ -243,9 +236,9 @@ class ClientConnection(asyncio.Protocol):
             self.transport.write(data)
             return
         try:
-            self.conn.sendall(data)
+            tls.write_plaintext(self.conn, data)
         except SSL.Error:
-            self._abort()
+            self.abort()
             return
         self._send_pending()
 
@@ -268,50 +261,25 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    def _abort(self) -> None:
+    def abort(self) -> None:
         self.closing = True
         if self.transport is not None:
             self.transport.abort()
 
-    def overdue(self, now: float) -> bool:
-        """Still handshaking (or silent before a first request) past its deadline."""
-        return self.task is None and 0.0 < self.deadline < now
+    @property
+    def idle(self) -> bool:
+        return self.session is None or self.session.idle
 
-
-class RedirectServer:
-    """Plain HTTP: every request gets a 308 to the same URL over https."""
-
-    def __init__(self, https_port: int, metrics: WorkerMetrics) -> None:
-        self.https_port = https_port
-        self.metrics = metrics
-
-    async def serve(
-        self, reader: asyncio.StreamReader, writer: Any, *, client_ip: str, proto: bytes
-    ) -> None:
-        try:
-            raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-            head = http1.parse_request_head(raw)
-        except (
-            asyncio.IncompleteReadError,
-            asyncio.LimitOverrunError,
-            TimeoutError,
-            ConnectionError,
-        ):
-            writer.close()
-            return
-        except http1.BadMessage as exc:
-            writer.write(http1.simple_response(exc.status, str(exc), close=True))
-            writer.close()
-            return
-        host = (head.get(b"host") or b"").split(b":", 1)[0]
-        port = b"" if self.https_port == 443 else b":%d" % self.https_port
-        location = b"https://" + host + port + head.start[1]
-        self.metrics.request(308)
-        writer.write(
-            http1.simple_response(308, "use https", close=True, extra=[(b"Location", location)])
-        )
-        await writer.drain()
-        writer.close()
+    def expire(self, now: float) -> None:
+        """Enforce the current deadline (the sweep calls this once a second)."""
+        if self.session is not None:
+            self.session.expire(now)
+        elif 0.0 < self.deadline < now:  # a handshake, or a first request, too slow
+            if self.handshook:
+                self.worker.metrics.request(408)
+            else:
+                self.worker.metrics.failures += 1
+            self.abort()
 
 
 async def _report_metrics(worker: Worker, writer: asyncio.StreamWriter) -> None:
@@ -345,16 +313,15 @@ async def run_worker(
     )
     servers = [
         await loop.create_server(
-            lambda: ClientConnection(worker, tls=True, server=worker.server),
+            lambda: ClientConnection(worker, tls=True),
             sock=https_sock,
             backlog=4096,
         )
     ]
     if http_sock is not None:
-        redirect = RedirectServer(settings.https_port, worker.metrics)
         servers.append(
             await loop.create_server(
-                lambda: ClientConnection(worker, tls=False, server=redirect),
+                lambda: ClientConnection(worker, tls=False),
                 sock=http_sock,
                 backlog=4096,
             )
@@ -374,13 +341,13 @@ async def run_worker(
                 conn.close()
         await asyncio.sleep(0.05)
     for conn in list(worker.connections):
-        conn._abort()
+        conn.abort()
     reporter.cancel()
     sweeper.cancel()
     with contextlib.suppress(Exception):
         await channel.send(writer, {"metrics": worker.metrics.snapshot()})
     follower.cancel()
-    worker.pool.close()
+    worker.relay.pool.close()
 
 
 def main(argv: list[str] | None = None) -> int:
