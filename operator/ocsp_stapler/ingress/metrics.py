@@ -17,6 +17,7 @@ watcher keeps the latest snapshot per worker and adds them up at scrape time.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -41,7 +42,7 @@ class WorkerMetrics:
     def __init__(self) -> None:
         self.handshakes: Counter[str] = Counter()
         self.failures = 0
-        self.requests: Counter[str] = Counter()
+        self.requests: dict[int, int] = {}
         self.latency_buckets = [0] * len(BUCKETS)
         self.latency_sum = 0.0
         self.latency_count = 0
@@ -51,13 +52,12 @@ class WorkerMetrics:
         self.handshakes[f"{version}|{staple}"] += 1
 
     def request(self, status: int) -> None:
-        self.requests[str(status)] += 1
+        self.requests[status] = self.requests.get(status, 0) + 1
 
     def upstream_latency(self, seconds: float) -> None:
-        for i, bound in enumerate(BUCKETS):
-            if seconds <= bound:
-                self.latency_buckets[i] += 1
-                break
+        i = bisect_left(BUCKETS, seconds)  # the first bound >= seconds
+        if i < len(BUCKETS):
+            self.latency_buckets[i] += 1
         self.latency_sum += seconds
         self.latency_count += 1
 
@@ -65,7 +65,7 @@ class WorkerMetrics:
         return {
             "handshakes": dict(self.handshakes),
             "failures": self.failures,
-            "requests": dict(self.requests),
+            "requests": {str(code): n for code, n in self.requests.items()},
             "latency_buckets": self.latency_buckets,
             "latency_sum": self.latency_sum,
             "latency_count": self.latency_count,

@@ -92,7 +92,7 @@ class Relay:
         self.clock = clock
         self.pool = UpstreamPool(size=settings.pool_size, connect_timeout=settings.connect_timeout)
 
-    def session(self, client: Client, *, client_ip: str, proto: bytes) -> ProxySession:
+    def session(self, client: Client, *, client_ip: bytes, proto: bytes) -> ProxySession:
         return ProxySession(self, client, client_ip=client_ip, proto=proto)
 
 
@@ -114,7 +114,7 @@ class ProxySession:
         "reused", "started", "upstream", "upstream_keep",
     )  # fmt: skip
 
-    def __init__(self, relay: Relay, client: Client, *, client_ip: str, proto: bytes) -> None:
+    def __init__(self, relay: Relay, client: Client, *, client_ip: bytes, proto: bytes) -> None:
         self.relay = relay
         self.client = client
         self.client_ip = client_ip
@@ -229,24 +229,22 @@ class ProxySession:
             return
         method, target, version = head.start
         keep = http1.keep_alive(head, version) and not relay.draining()
-        host = (head.get(b"host") or b"").decode("latin-1")
-        upstream = relay.routes().route(host, target.decode("latin-1"))
+        upstream = relay.routes().route_raw(head.get(b"host") or b"", target)
         if upstream is None:
-            where = f"{host}{target.decode('latin-1')[:200]}"
+            where = (
+                f"{(head.get(b'host') or b'').decode('latin-1')}{target.decode('latin-1')[:200]}"
+            )
             self._refuse(framing, 404, f"no rule for {where}", keep)
             return
         endpoint = upstream.next_endpoint()
         if endpoint is None:
             self._refuse(framing, 503, f"no ready endpoint for {upstream.name}", keep)
             return
-        if (head.get(b"expect") or b"").lower() == b"100-continue":
+        expect = head.get(b"expect")
+        if expect is not None and expect.lower() == b"100-continue":
             self.client.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            head.headers = [(k, v) for k, v in head.headers if k.lower() != b"expect"]
-        self.out_head = http1.serialize(
-            (method, target, b"HTTP/1.1"),
-            http1.forward_headers(
-                head, client_ip=self.client_ip, proto=self.proto, framing=framing
-            ),
+        self.out_head = http1.forward_head(
+            head, client_ip=self.client_ip, proto=self.proto, framing=framing
         )
         self.method, self.keep, self.endpoint = method, keep, endpoint
         self.request_body = decoder(framing)
@@ -381,11 +379,7 @@ class ProxySession:
         if framing.kind == "close":
             self.keep = False
         body = self.response_body = decoder(framing)
-        out = http1.serialize(
-            (b"HTTP/1.1", head.start[1], head.start[2]),
-            http1.response_headers(head, framing, keep=self.keep),
-        )
-        return out, buffer, body
+        return http1.response_head(head, framing, keep=self.keep), buffer, body
 
     def upstream_eof(self) -> None:
         body = self.response_body

@@ -87,6 +87,11 @@ class RouteTable:
     anyhost: HostRules = field(default_factory=HostRules)
     default_upstream: str | None = None
     upstreams: dict[str, Upstream] = field(default_factory=dict)
+    _seen: dict[tuple[bytes, bytes], Upstream | None] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+    """route_raw's answers by (Host, path): a table never changes once built (a new
+    configuration is a new table), so they stay right for its whole life."""
 
     def hosts(self, host: str) -> list[HostRules]:
         """Candidate rule sets for a host, most specific first."""
@@ -97,6 +102,20 @@ class RouteTable:
         if dot > 0 and host[dot:] in self.wildcard:
             found.append(self.wildcard[host[dot:]])
         found.append(self.anyhost)
+        return found
+
+    def route_raw(self, host: bytes, target: bytes) -> Upstream | None:
+        """``route`` for a request's Host and target as received, remembered per path."""
+        query = target.find(b"?")
+        key = (host, target if query < 0 else target[:query])
+        try:
+            return self._seen[key]
+        except KeyError:
+            pass
+        found = self.route(host.decode("latin-1"), key[1].decode("latin-1"))
+        if len(self._seen) >= 4096:
+            self._seen.clear()
+        self._seen[key] = found
         return found
 
     def route(self, host: str, path: str) -> Upstream | None:

@@ -201,7 +201,14 @@ try:
 
     _FAST = all(
         hasattr(_lib, n)
-        for n in ("SSL_do_handshake", "SSL_get_error", "SSL_read", "SSL_write", "BIO_read")
+        for n in (
+            "SSL_do_handshake",
+            "SSL_get_error",
+            "SSL_read",
+            "SSL_write",
+            "BIO_read",
+            "BIO_write",
+        )
     )
 except ImportError:  # pragma: no cover - depends on pyOpenSSL internals
     _FAST = False
@@ -210,6 +217,15 @@ _WANT_READ, _ZERO_RETURN = 2, 6
 _BUFSIZE = 256 * 1024
 _buffer = _ffi.new("char[]", _BUFSIZE) if _FAST else None
 VERSIONS = {0x0303: "TLSv1.2", 0x0304: "TLSv1.3"}
+
+
+def feed(conn: SSL.Connection, data: bytes) -> None:
+    """Hand bytes received from the peer to OpenSSL (a memory BIO takes them all)."""
+    if not _FAST:
+        conn.bio_write(data)
+        return
+    if _lib.BIO_write(conn._into_ssl, _ffi.from_buffer(data), len(data)) != len(data):
+        conn.bio_write(data)  # pragma: no cover - a memory BIO only refuses on allocation failure
 
 
 def handshake(conn: SSL.Connection) -> bool:
