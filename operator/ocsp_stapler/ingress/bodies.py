@@ -144,6 +144,10 @@ def _chunk_size(line: bytes) -> int:
     return int(text, 16)
 
 
+NOTHING = Body()
+"""The empty body (stateless, so shared)."""
+
+
 def decoder(framing: Framing) -> Body:
     if framing.kind == "length":
         return LengthBody(framing.length)
@@ -151,4 +155,4 @@ def decoder(framing: Framing) -> Body:
         return ChunkedBody()
     if framing.kind == "close":
         return UntilCloseBody()
-    return Body()
+    return NOTHING

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ocsp_stapler.ingress import http1
-from ocsp_stapler.ingress.bodies import Body, decoder
+from ocsp_stapler.ingress.bodies import NOTHING, Body, LengthBody, decoder
 from ocsp_stapler.ingress.metrics import WorkerMetrics
 from ocsp_stapler.ingress.routes import Endpoint, RouteTable
 from ocsp_stapler.ingress.upstreams import Upstream, UpstreamPool
@@ -221,37 +221,45 @@ class ProxySession:
 
     def _request(self, raw: bytes) -> None:
         relay = self.relay
-        try:
-            head = http1.parse_request_head(raw, max_headers=relay.settings.max_headers)
-            framing = http1.request_framing(head)
-        except http1.BadMessage as exc:
-            self._reply(exc.status, str(exc), close=True)
-            return
-        method, target, version = head.start
-        keep = http1.keep_alive(head, version) and not relay.draining()
-        upstream = relay.routes().route_raw(head.get(b"host") or b"", target)
-        if upstream is None:
-            where = (
-                f"{(head.get(b'host') or b'').decode('latin-1')}{target.decode('latin-1')[:200]}"
+        fast = http1.fast_request(
+            raw, client_ip=self.client_ip, proto=self.proto, max_headers=relay.settings.max_headers
+        )
+        if fast is not None:
+            method, target, host, self.out_head = fast
+            framing, keep, body = http1.NO_BODY, True, NOTHING
+        else:
+            try:
+                head = http1.parse_request_head(raw, max_headers=relay.settings.max_headers)
+                framing = http1.request_framing(head)
+            except http1.BadMessage as exc:
+                self._reply(exc.status, str(exc), close=True)
+                return
+            method, target, version = head.start
+            host = head.get(b"host") or b""
+            keep = http1.keep_alive(head, version)
+            expect = head.get(b"expect")
+            if expect is not None and expect.lower() == b"100-continue":
+                self.client.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.out_head = http1.forward_head(
+                head, client_ip=self.client_ip, proto=self.proto, framing=framing
             )
+            body = decoder(framing)
+        keep = keep and not relay.draining()
+        upstream = relay.routes().route_raw(host, target)
+        if upstream is None:
+            where = f"{host.decode('latin-1')}{target.decode('latin-1')[:200]}"
             self._refuse(framing, 404, f"no rule for {where}", keep)
             return
         endpoint = upstream.next_endpoint()
         if endpoint is None:
             self._refuse(framing, 503, f"no ready endpoint for {upstream.name}", keep)
             return
-        expect = head.get(b"expect")
-        if expect is not None and expect.lower() == b"100-continue":
-            self.client.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        self.out_head = http1.forward_head(
-            head, client_ip=self.client_ip, proto=self.proto, framing=framing
-        )
         self.method, self.keep, self.endpoint = method, keep, endpoint
-        self.request_body = decoder(framing)
-        self.bodyless = self.request_body.done
+        self.request_body = body
+        self.bodyless = body.done
         self.response_body = None
         self.retried = False
-        self._enter(WAIT if self.bodyless else BODY)
+        self._enter(WAIT if body.done else BODY)
         pooled = relay.pool.take(endpoint)
         if pooled is not None:
             self._attach(pooled, reused=True)
@@ -360,6 +368,11 @@ class ProxySession:
                     self.response_buffer = buffer
                     return None
                 raw, buffer = split
+                fast = http1.fast_response(raw, request_method=self.method, keep=self.keep)
+                if fast is not None:
+                    status, out, length, self.upstream_keep = fast
+                    body: Body = LengthBody(length) if length else NOTHING
+                    break
                 head = http1.parse_response_head(raw)
                 status = int(head.start[1])
                 if 100 <= status < 200 and status != 101:
@@ -369,17 +382,19 @@ class ProxySession:
                 message = "backend response head too large" if exc.status == 431 else str(exc)
                 self._fail(502, message)
                 return None
+            self.upstream_keep = (
+                status != 101 and framing.kind != "close" and http1.keep_alive(head, head.start[0])
+            )
+            if framing.kind == "close":
+                self.keep = False
+            body = decoder(framing)
+            out = http1.response_head(head, framing, keep=self.keep)
             break
         self.response_buffer = b""
         relay.metrics.upstream_latency(relay.clock() - self.started)
         relay.metrics.request(status)
-        self.upstream_keep = (
-            status != 101 and framing.kind != "close" and http1.keep_alive(head, head.start[0])
-        )
-        if framing.kind == "close":
-            self.keep = False
-        body = self.response_body = decoder(framing)
-        return http1.response_head(head, framing, keep=self.keep), buffer, body
+        self.response_body = body
+        return out, buffer, body
 
     def upstream_eof(self) -> None:
         body = self.response_body
