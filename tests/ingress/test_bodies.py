@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -14,7 +16,7 @@ def feed_in_pieces(body: ChunkedBody | LengthBody, data: bytes, cuts: list[int])
     """Feed ``data`` cut at ``cuts``; return the output and check what was left over."""
     out, consumed = [], 0
     edges = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
-    for start, end in zip(edges, edges[1:], strict=False):
+    for start, end in itertools.pairwise(edges):
         piece = data[start:end]
         if body.done:
             break
@@ -76,7 +78,8 @@ def test_until_close_ends_with_the_connection_and_chunked_does_not() -> None:
     body = UntilCloseBody()
     assert body.feed(b"abc") == (b"abc", 3)
     assert not body.done
-    assert body.end() and body.done
+    assert body.end()
+    assert body.done
     assert not ChunkedBody().end()
     assert decoder(Framing("none")).done
     assert decoder(Framing("length", 0)).done
