@@ -1,0 +1,141 @@
+"""HTTP/1.1 heads: the fast paths agree byte for byte with the general parser wherever they
+answer, and the general parser stays strict."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ocsp_stapler.ingress import http1
+
+NAMES = [
+    b"Host", b"host", b"HOST", b"User-Agent", b"Accept", b"X-Trace", b"Connection",
+    b"connection", b"Content-Length", b"content-length", b"Transfer-Encoding", b"Keep-Alive",
+    b"Expect", b"X-Forwarded-For", b"Forwarded", b"Upgrade", b"TE", b"Trailer", b"Server",
+    b"Date", b"Proxy-Connection", b"X-Forwarded-Host",
+]  # fmt: skip
+VALUES = [
+    b"shop.example.test", b"curl/8", b"*/*", b"keep-alive", b"close", b"Keep-Alive",
+    b"upgrade, x-trace", b"0", b"12", b"3, 3", b"chunked", b"gzip, chunked", b"100-continue",
+    b"timeout=5", b"", b"a\tb", b"12a",
+]  # fmt: skip
+SPACES = st.sampled_from([b"", b" ", b"  ", b"\t"])
+FIELD = st.tuples(st.sampled_from(NAMES), SPACES, st.sampled_from(VALUES), SPACES).map(
+    lambda f: f[0] + b":" + f[1] + f[2] + f[3] + b"\r\n"
+)
+FIELDS = st.lists(FIELD, max_size=6).map(b"".join)
+PLAIN = st.tuples(
+    st.sampled_from([b"Server", b"Date", b"X-Trace", b"Vary"]), st.sampled_from(VALUES)
+)
+RESPONSE_FIELDS = st.tuples(
+    st.lists(st.one_of(PLAIN.map(lambda f: f[0] + b": " + f[1] + b"\r\n"), FIELD), max_size=5),
+    st.sampled_from([b"", b"Content-Length: 12\r\n", b"content-length:0 \r\n"]),
+    st.sampled_from([b"", b"Connection: keep-alive\r\n", b"connection: close\r\n"]),
+).map(lambda f: b"".join(f[0]) + f[1] + f[2])
+
+
+@given(
+    method=st.sampled_from([b"GET", b"HEAD", b"POST", b"PURGE"]),
+    target=st.sampled_from([b"/", b"/a?b=c", b"*", b"http://x/"]),
+    version=st.sampled_from([b"HTTP/1.1", b"HTTP/1.0"]),
+    fields=FIELDS,
+)
+def test_fast_request_agrees_with_the_general_parser(
+    method: bytes, target: bytes, version: bytes, fields: bytes
+) -> None:
+    raw = method + b" " + target + b" " + version + b"\r\n" + fields + b"\r\n"
+    fast = http1.fast_request(raw, client_ip=b"10.0.0.1", proto=b"https", max_headers=100)
+    if fast is None:
+        return
+    head = http1.parse_request_head(raw)  # must not raise: the fast path accepted it
+    framing = http1.request_framing(head)
+    assert framing == http1.NO_BODY
+    assert http1.keep_alive(head, head.start[2])
+    general = http1.forward_head(head, client_ip=b"10.0.0.1", proto=b"https", framing=framing)
+    assert fast == (head.start[0], head.start[1], head.get(b"host"), general)
+
+
+@settings(max_examples=300)
+@given(
+    status=st.sampled_from([b"200", b"204", b"304", b"101", b"103", b"404", b"2000"]),
+    version=st.sampled_from([b"HTTP/1.1", b"HTTP/1.0"]),
+    method=st.sampled_from([b"GET", b"HEAD"]),
+    keep=st.booleans(),
+    fields=RESPONSE_FIELDS,
+)
+def test_fast_response_agrees_with_the_general_parser(
+    status: bytes, version: bytes, method: bytes, keep: bool, fields: bytes
+) -> None:
+    raw = version + b" " + status + b" Fine\r\n" + fields + b"\r\n"
+    fast = http1.fast_response(raw, request_method=method, keep=keep)
+    if fast is None:
+        return
+    head = http1.parse_response_head(raw)
+    framing = http1.response_framing(head, request_method=method)
+    assert framing.kind in ("length", "none")
+    backend_keep = http1.keep_alive(head, head.start[0])
+    general = http1.response_head(head, framing, keep=keep)
+    assert fast == (int(status), general, framing.length, backend_keep)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        b"Content-Length: 3\r\n",
+        b"Content-Length: 3\r\nConnection: keep-alive\r\n",
+        b"content-length:0\r\nconnection: Close\r\n",
+        b"Server: x\r\nConnection: keep-alive\r\nConnection: close\r\nContent-Length: 9\r\n",
+        b"Keep-Alive: timeout=5\r\nUpgrade: h2c\r\nContent-Length: 1\r\n",
+    ],
+)
+@pytest.mark.parametrize("keep", [True, False])
+def test_length_framed_responses_take_the_fast_path_and_agree(fields: bytes, keep: bool) -> None:
+    raw = b"HTTP/1.1 200 OK\r\n" + fields + b"\r\n"
+    fast = http1.fast_response(raw, request_method=b"GET", keep=keep)
+    assert fast is not None
+    head = http1.parse_response_head(raw)
+    framing = http1.response_framing(head, request_method=b"GET")
+    general = http1.response_head(head, framing, keep=keep)
+    assert fast == (200, general, framing.length, http1.keep_alive(head, b"HTTP/1.1"))
+
+
+def test_the_common_shapes_take_the_fast_paths() -> None:
+    request = b"GET /x HTTP/1.1\r\nHost: a.test\r\nAccept: */*\r\n\r\n"
+    got = http1.fast_request(request, client_ip=b"10.0.0.1", proto=b"https", max_headers=100)
+    assert got is not None
+    assert got[3] == (
+        b"GET /x HTTP/1.1\r\nHost: a.test\r\nAccept: */*\r\nX-Forwarded-For: 10.0.0.1\r\n"
+        b"X-Forwarded-Proto: https\r\nX-Forwarded-Host: a.test\r\n\r\n"
+    )
+    response = (
+        b"HTTP/1.1 200 OK\r\nServer: x\r\nContent-Length: 3\r\nConnection: keep-alive\r\n"
+        b"Keep-Alive: timeout=5\r\n\r\n"
+    )
+    assert http1.fast_response(response, request_method=b"GET", keep=False) == (
+        200,
+        b"HTTP/1.1 200 OK\r\nServer: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\n",
+        3,
+        True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n  folded\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nBad Name: 1\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: a\nX: 1\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+        (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
+        (b"GET / HTTP/1.1\r\n" + b"X: 1\r\n" * 101 + b"Host: a\r\n\r\n", 431),
+    ],
+)
+def test_malformed_requests_are_refused_by_both_paths(raw: bytes, status: int) -> None:
+    assert http1.fast_request(raw, client_ip=b"", proto=b"https", max_headers=100) is None
+    with pytest.raises(http1.BadMessage) as refused:
+        http1.parse_request_head(raw)
+    assert refused.value.status == status
