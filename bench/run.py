@@ -905,11 +905,12 @@ py-spy for the Python side.
   (deadlines are numbers the worker's once-a-second sweep checks). The common request (no body,
   no special field but Host) and response (framed by one Content-Length) are validated by a few
   regular expressions, in C, and forwarded from the bytes received; everything else takes the
-  general parser. Per request that took the worker from ~230 Python calls to ~120 and its CPU
+  general parser. Per request that took the worker from ~210 Python calls to ~125 and its CPU
   from ~82 µs (2026-11-24, an EPYC) to ~50 µs (this Xeon); nginx costs 16–19 µs on both.
   perf: Python ~47% of the worker's CPU, the kernel ~38% (loopback TCP and waking the peer:
   the worker makes 4.4 syscalls per request, nginx 6.5, but at this rate each write wakes a
-  sleeping process, an inter-processor interrupt in a VM), OpenSSL ~5%, libc ~4%, uvloop ~4%. What bounds the rest is the interpreter, ~25 µs of bytecode per request,
+  sleeping process, an inter-processor interrupt in a VM), OpenSSL ~5%, libc ~4%, uvloop ~4%.
+  What bounds the rest is the interpreter, ~25 µs of bytecode per request,
   next to a kernel share that alone is about nginx's whole cost: 2× nginx (~35 µs) would need
   the Python per request cut to a third, i.e. the relay loop in compiled code.
 - **Handshakes, ECDSA ~1.6–1.8×, RSA ~1.3–1.5× nginx.** perf (TLS 1.2, ECDSA): OpenSSL's own
