@@ -407,3 +407,25 @@ async def test_backend_framings_are_restated_and_a_dropped_pooled_connection_ret
         assert sum(1 for r in raw.requests if r.startswith(b"GET /dropped ")) == 2
     finally:
         await raw.stop()
+
+
+async def test_a_slow_client_gets_a_large_body_and_the_backend_connection_lives_on(
+    pki: TestPKI, start: StartIngress, published: Published
+) -> None:
+    ingress = await start(workers=1)
+    await published(HOST, "shop-tls", staple=False)
+    await wait_for(lambda: route_ok(ingress, pki), what="route")
+    port = ingress.https_port
+    # The client reads slower than the backend sends: the relay pauses the backend and resumes
+    # it; the backend connection then goes back to the pool reading again, and the next
+    # request (same client connection, same pooled backend connection) is answered.
+    got = await curl(
+        port, HOST, "/after",
+        "--limit-rate", "8M", "-w", "%{http_code} %{size_download}\\n",
+        "-o", "/dev/null", "-o", "/dev/null", f"https://{HOST}:{port}/big?n=16000000",
+        ca=pki.path("root"),
+    )  # fmt: skip
+    assert got.returncode == 0, got.stderr
+    first, second = got.stdout.splitlines()
+    assert first == "200 16000000"
+    assert second.startswith("200 ")

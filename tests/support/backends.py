@@ -27,6 +27,8 @@ class EchoBackend:
         body = await request.read()
         if request.path.startswith("/slow"):
             await asyncio.sleep(float(request.query.get("s", "5")))
+        if request.path.startswith("/big"):
+            return web.Response(body=b"x" * int(request.query.get("n", "1000000")))
         if request.path.startswith("/stream"):
             resp = web.StreamResponse()
             resp.enable_chunked_encoding()

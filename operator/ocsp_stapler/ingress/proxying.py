@@ -436,7 +436,7 @@ class ProxySession:
             return
         self.phase = HEAD
         self.deadline = self.relay.clock() + self.relay.settings.idle_timeout
-        self._pause_client(_PIPELINE_FULL, False)
+        self._pause_client(_PIPELINE_FULL | _UPSTREAM_FULL, False)
         if self.buffer:
             self._next_requests()
 

@@ -28,7 +28,7 @@ class Owner(Protocol):
 
 
 class Upstream(asyncio.Protocol):
-    __slots__ = ("closed", "endpoint", "idle_since", "owner", "pool", "transport")
+    __slots__ = ("closed", "endpoint", "idle_since", "owner", "pool", "reading_paused", "transport")
 
     def __init__(self, endpoint: Endpoint, pool: UpstreamPool) -> None:
         self.endpoint = endpoint
@@ -36,6 +36,7 @@ class Upstream(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.owner: Owner | None = None
         self.closed = False
+        self.reading_paused = False
         self.idle_since = 0.0
 
     # asyncio.Protocol ------------------------------------------------------------------
@@ -74,16 +75,21 @@ class Upstream(asyncio.Protocol):
             self.transport.write(data)
 
     def pause_reading(self, paused: bool) -> None:
-        if self.transport is not None and not self.closed:
-            if paused:
-                self.transport.pause_reading()
-            else:
-                self.transport.resume_reading()
+        """Stop (or restart) reading while the client cannot take more."""
+        if self.transport is None or self.closed or paused == self.reading_paused:
+            return
+        self.reading_paused = paused
+        if paused:
+            self.transport.pause_reading()
+        else:
+            self.transport.resume_reading()
 
     def release(self, reusable: bool) -> None:
-        """The exchange is over: back to the pool, or closed."""
+        """The exchange is over: back to the pool (reading again, whatever the last client's
+        pace was), or closed."""
         self.owner = None
         if reusable and not self.closed:
+            self.pause_reading(False)
             self.pool.put(self)
         else:
             self.close()

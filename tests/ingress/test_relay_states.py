@@ -1,0 +1,105 @@
+"""The relay's state machine, driven event by event: orders of events that real peers produce
+only by timing (a client's send buffer filling exactly as a response ends) made deterministic.
+
+Transports here are recorders, not mocks of a peer: the ProxySession and the backend Upstream
+are the real ones, fed the bytes and flow-control callbacks a transport would deliver.
+"""
+
+from __future__ import annotations
+
+from ocsp_stapler.ingress.metrics import WorkerMetrics
+from ocsp_stapler.ingress.proxying import ProxySettings, Relay
+from ocsp_stapler.ingress.routes import Endpoint, HostRules, PathRule, RouteTable
+from ocsp_stapler.ingress.routes import Upstream as Route
+from ocsp_stapler.ingress.upstreams import Upstream
+
+GET = b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n"
+
+
+class Recorder:
+    """Stands where a transport (or the TLS client connection) would: records what it is told."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.reading = True
+        self.closing = False
+
+    # what a ProxySession calls on its client
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def close(self) -> None:
+        self.closing = True
+
+    def abort(self) -> None:
+        self.closing = True
+
+    def pause_reading(self, paused: bool | None = None) -> None:
+        self.reading = False if paused is None else not paused
+
+    # what an Upstream calls on its transport
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def take(self) -> bytes:
+        out = b"".join(self.written)
+        self.written.clear()
+        return out
+
+
+def relay_with_one_backend() -> tuple[Relay, Upstream, Recorder]:
+    rules = HostRules()
+    rules.add(PathRule(path="/", exact=False, upstream_key="b"))
+    endpoint = Endpoint("127.0.0.1", 8080)
+    table = RouteTable(exact={"a.test": rules}, upstreams={"b": Route("b", (endpoint,))})
+    relay = Relay(
+        routes=lambda: table,
+        settings=ProxySettings(),
+        metrics=WorkerMetrics(),
+        draining=lambda: False,
+        clock=lambda: 0.0,
+    )
+    backend_side = Recorder()
+    upstream = Upstream(endpoint, relay.pool)
+    upstream.connection_made(backend_side)  # type: ignore[arg-type]
+    relay.pool.put(upstream)
+    return relay, upstream, backend_side
+
+
+def test_a_backend_connection_returns_to_the_pool_reading_after_a_slow_client() -> None:
+    relay, upstream, backend_side = relay_with_one_backend()
+    client = Recorder()
+    session = relay.session(client, client_ip=b"10.0.0.1", proto=b"https")
+
+    session.feed(GET)
+    assert backend_side.take().startswith(b"GET / HTTP/1.1\r\n")
+    upstream.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n12345")
+    session.client_paused(True)  # the client's send buffer filled: stop reading the backend
+    assert not backend_side.reading
+    upstream.data_received(b"67890")  # the rest was already on its way: the response ends
+    assert client.take().endswith(b"1234567890")
+    assert relay.pool.idle[upstream.endpoint] == [upstream]
+    assert backend_side.reading  # pooled connections always read again
+    session.client_paused(False)
+
+    session.feed(GET)  # the next request takes the same backend connection
+    assert upstream.owner is session
+    upstream.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    assert client.take().endswith(b"\r\n\r\nok")
+
+
+def test_pipelined_requests_wait_their_turn_and_reads_pause_past_the_head_limit() -> None:
+    relay, upstream, backend_side = relay_with_one_backend()
+    client = Recorder()
+    session = relay.session(client, client_ip=b"10.0.0.1", proto=b"https")
+
+    session.feed(GET + GET)  # two at once: the second waits for the first's answer
+    assert backend_side.take().count(b"GET / ") == 1
+    session.feed(b"X" * (ProxySettings().max_header_bytes + 1))  # more early bytes than a head
+    assert not client.reading
+    upstream.data_received(b"HTTP/1.1 204 No Content\r\n\r\n")
+    assert client.reading  # the first exchange is over: reading again
+    assert backend_side.take().count(b"GET / ") == 1  # and the second request went out
