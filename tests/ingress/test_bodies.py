@@ -44,6 +44,8 @@ def test_chunked_is_reencoded_whatever_the_split(
     expected = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n\r\n"
     assert body.done
     assert got == expected + b"|" + rest  # trailers dropped, the next message left alone
+    plain = ChunkedBody(reencode=False)  # for a client that cannot read chunks
+    assert feed_in_pieces(plain, wire + rest, cuts) == b"".join(chunks) + b"|" + rest
 
 
 @given(

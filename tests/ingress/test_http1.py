@@ -131,6 +131,9 @@ def test_the_common_shapes_take_the_fast_paths() -> None:
         (b"GET / HTTP/1.1\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
         (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
+        (b"GET * HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        (b"GET http://user@a.test/ HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        (b"GET ftp://a.test/ HTTP/1.1\r\nHost: a\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\n" + b"X: 1\r\n" * 101 + b"Host: a\r\n\r\n", 431),
     ],
 )
@@ -139,3 +142,30 @@ def test_malformed_requests_are_refused_by_both_paths(raw: bytes, status: int) -
     with pytest.raises(http1.BadMessage) as refused:
         http1.parse_request_head(raw)
     assert refused.value.status == status
+
+
+@pytest.mark.parametrize(
+    ("target", "origin"),
+    [(b"http://a.test/x?y=1", b"/x?y=1"), (b"HTTPS://a.test", b"/"), (b"http://a.test?q", b"/?q")],
+)
+def test_absolute_form_targets_route_by_their_own_host(target: bytes, origin: bytes) -> None:
+    raw = b"GET " + target + b" HTTP/1.1\r\nHost: other.test\r\nAccept: */*\r\n\r\n"
+    head = http1.parse_request_head(raw)
+    assert head.start[1] == origin
+    assert head.get_all(b"host") == [b"a.test"]  # the target's authority, not the Host field
+    out = http1.forward_head(head, client_ip=b"10.0.0.1", proto=b"https", framing=http1.NO_BODY)
+    assert out.startswith(b"GET " + origin + b" HTTP/1.1\r\n")
+    assert b"Host: a.test\r\n" in out
+    assert b"other.test" not in out
+
+
+def test_status_codes_have_three_digits_and_head_answers_keep_their_length() -> None:
+    with pytest.raises(http1.BadMessage) as refused:
+        http1.parse_response_head(b"HTTP/1.1 2000 OK\r\n\r\n")
+    assert refused.value.status == 502
+    head = http1.parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n")
+    framing = http1.response_framing(head, request_method=b"HEAD")
+    assert framing == http1.NO_BODY
+    to_head = http1.response_head(head, framing, keep=True, to_head_request=True)
+    assert b"Content-Length: 1234\r\n" in to_head
+    assert b"Content-Length: 0\r\n" in http1.response_head(head, framing, keep=True)

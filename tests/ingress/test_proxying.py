@@ -429,3 +429,44 @@ async def test_a_slow_client_gets_a_large_body_and_the_backend_connection_lives_
     first, second = got.stdout.splitlines()
     assert first == "200 16000000"
     assert second.startswith("200 ")
+
+
+def _half_closed_exchange(port: int, host: str, ca: Path, request: bytes) -> bytes:
+    """TLS by hand over a plain socket: send the request, then a TCP FIN (no close_notify),
+    and read the answer to the end."""
+    tls = ssl.create_default_context(cafile=str(ca)).wrap_bio(
+        incoming := ssl.MemoryBIO(), outgoing := ssl.MemoryBIO(), server_hostname=host
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        for _ in range(10):  # a handshake takes two round trips at most
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                raw.sendall(outgoing.read())
+                incoming.write(raw.recv(65536))
+        tls.write(request)
+        raw.sendall(outgoing.read())
+        raw.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := raw.recv(65536):
+            incoming.write(chunk)
+            try:
+                while data := tls.read(65536):  # b"" once the server's close_notify is read
+                    answer += data
+            except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+                pass
+    return answer
+
+
+async def test_a_client_that_half_closes_still_gets_its_answer(
+    pki: TestPKI, ingress: IngressProcess, published: Published
+) -> None:
+    await published(HOST, "shop-tls", staple=False)
+    await wait_for(lambda: route_ok(ingress, pki), what="route")
+    request = f"GET /slow?s=0.3 HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()
+    answer = await asyncio.to_thread(
+        _half_closed_exchange, ingress.https_port, HOST, pki.path("root"), request
+    )
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer[:200]
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["path"] == "/slow?s=0.3"

@@ -12,6 +12,7 @@ from ocsp_stapler.ingress.proxying import ProxySettings, Relay
 from ocsp_stapler.ingress.routes import Endpoint, HostRules, PathRule, RouteTable
 from ocsp_stapler.ingress.routes import Upstream as Route
 from ocsp_stapler.ingress.upstreams import Upstream
+from ocsp_stapler.ingress.worker import ClientConnection, Worker, WorkerSettings
 
 GET = b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n"
 
@@ -23,6 +24,7 @@ class Recorder:
         self.written: list[bytes] = []
         self.reading = True
         self.closing = False
+        self.aborted = False
 
     # what a ProxySession calls on its client
     def write(self, data: bytes) -> None:
@@ -32,7 +34,7 @@ class Recorder:
         self.closing = True
 
     def abort(self) -> None:
-        self.closing = True
+        self.closing = self.aborted = True
 
     def pause_reading(self, paused: bool | None = None) -> None:
         self.reading = False if paused is None else not paused
@@ -50,7 +52,7 @@ class Recorder:
         return out
 
 
-def relay_with_one_backend() -> tuple[Relay, Upstream, Recorder]:
+def relay_with_one_backend(*, draining: bool = False) -> tuple[Relay, Upstream, Recorder]:
     rules = HostRules()
     rules.add(PathRule(path="/", exact=False, upstream_key="b"))
     endpoint = Endpoint("127.0.0.1", 8080)
@@ -59,7 +61,7 @@ def relay_with_one_backend() -> tuple[Relay, Upstream, Recorder]:
         routes=lambda: table,
         settings=ProxySettings(),
         metrics=WorkerMetrics(),
-        draining=lambda: False,
+        draining=lambda: draining,
         clock=lambda: 0.0,
     )
     backend_side = Recorder()
@@ -103,3 +105,53 @@ def test_pipelined_requests_wait_their_turn_and_reads_pause_past_the_head_limit(
     upstream.data_received(b"HTTP/1.1 204 No Content\r\n\r\n")
     assert client.reading  # the first exchange is over: reading again
     assert backend_side.take().count(b"GET / ") == 1  # and the second request went out
+
+
+def test_a_dropped_pooled_connection_is_not_retried_for_a_post() -> None:
+    relay, upstream, _ = relay_with_one_backend()
+    client = Recorder()
+    session = relay.session(client, client_ip=b"10.0.0.1", proto=b"https")
+    session.feed(b"POST /order HTTP/1.1\r\nHost: a.test\r\n\r\n")
+    upstream.connection_lost(None)  # the backend may have acted on it: no second try
+    assert client.take().startswith(b"HTTP/1.1 502 ")
+    assert client.closing
+
+
+def test_an_http10_client_gets_a_chunked_answer_plain_and_closed() -> None:
+    relay, upstream, _ = relay_with_one_backend()
+    client = Recorder()
+    session = relay.session(client, client_ip=b"10.0.0.1", proto=b"https")
+    session.feed(b"GET / HTTP/1.0\r\nHost: a.test\r\nConnection: keep-alive\r\n\r\n")
+    upstream.data_received(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    )
+    answer = client.take()
+    head, body = answer.split(b"\r\n\r\n", 1)
+    assert b"Transfer-Encoding" not in head
+    assert b"Connection: close" in head
+    assert body == b"hello"
+    assert client.closing
+
+
+def test_while_draining_a_response_says_connection_close() -> None:
+    relay, upstream, _ = relay_with_one_backend(draining=True)
+    client = Recorder()
+    session = relay.session(client, client_ip=b"10.0.0.1", proto=b"https")
+    session.feed(GET)
+    upstream.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    assert b"Connection: close\r\n" in client.take()
+    assert client.closing
+
+
+async def test_a_closing_connection_that_cannot_flush_is_cut_after_the_body_timeout() -> None:
+    worker = Worker(WorkerSettings(proxy=ProxySettings(body_timeout=5.0)))
+    conn = ClientConnection(worker, tls=False)
+    transport = Recorder()
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    conn.close()  # the client reads nothing: the transport's buffer never drains
+    assert transport.closing
+    assert not transport.aborted
+    conn.expire(worker.loop_time() + 1)
+    assert not transport.aborted
+    conn.expire(worker.loop_time() + 6)
+    assert transport.aborted

@@ -74,11 +74,13 @@ _SIZE, _DATA, _DATA_END, _TRAILERS = 0, 1, 2, 3
 
 
 class ChunkedBody(Body):
-    """Chunked transfer coding (RFC 9112 7.1), parsed strictly and re-encoded."""
+    """Chunked transfer coding (RFC 9112 7.1), parsed strictly and re-encoded (or, for a
+    client that cannot read chunks, decoded to the plain body)."""
 
-    __slots__ = ("line", "remaining", "state", "trailer_bytes")
+    __slots__ = ("line", "reencode", "remaining", "state", "trailer_bytes")
 
-    def __init__(self) -> None:
+    def __init__(self, *, reencode: bool = True) -> None:
+        self.reencode = reencode
         self.done = False
         self.state = _SIZE
         self.line = bytearray()
@@ -114,12 +116,14 @@ class ChunkedBody(Body):
             if state == _DATA_END:
                 if line != b"\r\n":
                     raise BadMessage("malformed chunk")
-                out.append(b"\r\n")
+                if self.reencode:
+                    out.append(b"\r\n")
                 self.state = _SIZE
             elif state == _SIZE:
                 size = _chunk_size(line)
                 if size:
-                    out.append(b"%x\r\n" % size)
+                    if self.reencode:
+                        out.append(b"%x\r\n" % size)
                     self.remaining = size
                     self.state = _DATA
                 else:
@@ -129,7 +133,8 @@ class ChunkedBody(Body):
                 if self.trailer_bytes > MAX_TRAILERS:
                     raise BadMessage("trailers too large")
                 if line == b"\r\n":
-                    out.append(b"0\r\n\r\n")
+                    if self.reencode:
+                        out.append(b"0\r\n\r\n")
                     self.done = True
         return b"".join(out), pos
 

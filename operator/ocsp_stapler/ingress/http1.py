@@ -164,19 +164,42 @@ def parse_request_head(raw: bytes, *, max_headers: int = 100) -> Head:
         raise BadMessage("malformed method")
     if version not in (b"HTTP/1.1", b"HTTP/1.0"):
         raise BadMessage("unsupported HTTP version", 505)
-    if not target or (target[:1] != b"/" and target != b"*" and not target.startswith(b"http")):
-        raise BadMessage("malformed request target")
-    head = Head((method, target, version), fields, block=block)
+    if target[:1] == b"/" or (target == b"*" and method == b"OPTIONS"):
+        head = Head((method, target, version), fields, block=block)
+    else:
+        head = _from_absolute_form(method, target, version, fields)
     hosts = head.get_all(b"host")
     if len(hosts) > 1 or (version == b"HTTP/1.1" and not hosts):
         raise BadMessage("exactly one Host header is required")
     return head
 
 
+_ABSOLUTE = re.compile(rb"(?i)https?://([^/?#@\s]+)([/?][^#\s]*)?")
+
+
+def _from_absolute_form(
+    method: bytes, target: bytes, version: bytes, fields: list[tuple[bytes, bytes]]
+) -> Head:
+    """``GET http://host/path``: the target's authority replaces Host and the target becomes
+    ``/path`` (RFC 9112 3.2.2), so routing and the backend see the same host."""
+    found = _ABSOLUTE.fullmatch(target)
+    if found is None:
+        raise BadMessage("malformed request target")
+    authority, rest = found[1], found[2] or b"/"
+    origin = rest if rest[:1] == b"/" else b"/" + rest
+    headers = [(k, v) for k, v in fields if k.lower() != b"host"] + [(b"Host", authority)]
+    return Head((method, origin, version), headers)
+
+
 def parse_response_head(raw: bytes, *, max_headers: int = 200) -> Head:
     line, block, fields = _split_head(raw, max_headers)
     parts = line.split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+    if (
+        len(parts) < 2
+        or not parts[0].startswith(b"HTTP/1.")
+        or len(parts[1]) != 3
+        or not parts[1].isdigit()
+    ):
         raise BadMessage("malformed status line from the backend", 502)
     reason = parts[2] if len(parts) == 3 else b""
     return Head((parts[0], parts[1], reason), fields, block=block)
@@ -279,21 +302,24 @@ def forward_head(head: Head, *, client_ip: bytes, proto: bytes, framing: Framing
     )
 
 
-def response_head(head: Head, framing: Framing, *, keep: bool) -> bytes:
+def response_head(
+    head: Head, framing: Framing, *, keep: bool, to_head_request: bool = False
+) -> bytes:
     """The response head for the client: HTTP/1.1, hop-by-hop fields removed, framing and
-    Connection restated."""
+    Connection restated (an answer to HEAD keeps the length the backend announced)."""
     tokens = head.connection_tokens() if head.get(b"connection") is not None else set()
     kept = _kept_fields(head, _RESPONSE_DROP, _DROP_FROM_RESPONSE, tokens)
     status = head.start[1]
     field = _framing_field(framing)
     if framing.kind == "close":
-        keep = False
+        field, keep = b"", False
     elif (
         framing.kind == "none"
         and status not in (b"204", b"304")
         and head.get(b"content-length") is not None
     ):
-        field = b"Content-Length: 0\r\n"
+        length = (_content_length(head) or 0) if to_head_request else 0
+        field = b"Content-Length: %d\r\n" % length
     connection = b"Connection: keep-alive\r\n" if keep else b"Connection: close\r\n"
     return b"HTTP/1.1 %s %s\r\n%s%s%s\r\n" % (status, head.start[2], kept, field, connection)
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ocsp_stapler.ingress import http1
-from ocsp_stapler.ingress.bodies import NOTHING, Body, LengthBody, decoder
+from ocsp_stapler.ingress.bodies import NOTHING, Body, ChunkedBody, LengthBody, decoder
 from ocsp_stapler.ingress.metrics import WorkerMetrics
 from ocsp_stapler.ingress.routes import Endpoint, RouteTable
 from ocsp_stapler.ingress.upstreams import Upstream, UpstreamPool
@@ -96,6 +96,7 @@ class Relay:
         return ProxySession(self, client, client_ip=client_ip, proto=proto)
 
 
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 # A session's phase: reading a request head; streaming a request body to the backend;
 # waiting for the rest of the response (the request is sent).
 HEAD, BODY, WAIT = 0, 1, 2
@@ -109,7 +110,7 @@ class ProxySession:
 
     __slots__ = (
         "bodyless", "buffer", "client", "client_full", "client_ip", "closed", "connecting",
-        "deadline", "endpoint", "first", "keep", "method", "out_head", "pauses", "phase",
+        "deadline", "endpoint", "first", "http10", "keep", "method", "out_head", "pauses", "phase",
         "proto", "relay", "request_body", "response_body", "response_buffer", "retried",
         "reused", "started", "upstream", "upstream_keep",
     )  # fmt: skip
@@ -124,6 +125,7 @@ class ProxySession:
         self.phase = HEAD
         self.first = True
         self.closed = False
+        self.http10 = False
         self.deadline = relay.clock() + relay.settings.header_timeout
         self.pauses = 0
         self.client_full = False
@@ -226,7 +228,7 @@ class ProxySession:
         )
         if fast is not None:
             method, target, host, self.out_head = fast
-            framing, keep, body = http1.NO_BODY, True, NOTHING
+            framing, keep, body, self.http10 = http1.NO_BODY, True, NOTHING, False
         else:
             try:
                 head = http1.parse_request_head(raw, max_headers=relay.settings.max_headers)
@@ -237,8 +239,9 @@ class ProxySession:
             method, target, version = head.start
             host = head.get(b"host") or b""
             keep = http1.keep_alive(head, version)
+            self.http10 = version == b"HTTP/1.0"
             expect = head.get(b"expect")
-            if expect is not None and expect.lower() == b"100-continue":
+            if expect is not None and expect.lower() == b"100-continue" and not self.http10:
                 self.client.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             self.out_head = http1.forward_head(
                 head, client_ip=self.client_ip, proto=self.proto, framing=framing
@@ -314,6 +317,8 @@ class ProxySession:
             self._fail(502, f"backend {self._where()} refused: {detail}")
         elif exc is not None:
             self._fail(502, f"backend {self._where()} failed: {exc}")
+        elif task.result().closed:  # accepted, then closed before we could use it
+            self._fail(502, f"backend {self._where()} closed the connection at once")
         else:
             self._attach(task.result(), reused=False)
 
@@ -322,6 +327,8 @@ class ProxySession:
         self.upstream, self.reused = upstream, reused
         if self.client_full:
             upstream.pause_reading(True)
+        if upstream.writing_paused:
+            self._pause_client(_UPSTREAM_FULL, True)
         self.started = self.relay.clock()
         upstream.write(self.out_head)
         if self.phase == BODY and self.buffer:
@@ -368,6 +375,8 @@ class ProxySession:
                     self.response_buffer = buffer
                     return None
                 raw, buffer = split
+                if relay.draining():
+                    self.keep = False  # say so now: the connection closes after this response
                 fast = http1.fast_response(raw, request_method=self.method, keep=self.keep)
                 if fast is not None:
                     status, out, length, self.upstream_keep = fast
@@ -385,10 +394,16 @@ class ProxySession:
             self.upstream_keep = (
                 status != 101 and framing.kind != "close" and http1.keep_alive(head, head.start[0])
             )
+            if framing.kind == "chunked" and self.http10:
+                # An HTTP/1.0 client cannot read chunks: the body goes out plain, to the close.
+                framing, body = http1.UNTIL_CLOSE, ChunkedBody(reencode=False)
+            else:
+                body = decoder(framing)
             if framing.kind == "close":
                 self.keep = False
-            body = decoder(framing)
-            out = http1.response_head(head, framing, keep=self.keep)
+            out = http1.response_head(
+                head, framing, keep=self.keep, to_head_request=self.method == b"HEAD"
+            )
             break
         self.response_buffer = b""
         relay.metrics.upstream_latency(relay.clock() - self.started)
@@ -407,10 +422,18 @@ class ProxySession:
             return
         self.upstream = None
         body = self.response_body
-        if body is None and not self.response_buffer:
-            # A pooled connection the backend closed meanwhile: one retry on a fresh one,
-            # only when no request body was consumed.
-            if self.reused and self.bodyless and not self.retried and self.endpoint:
+        if body is None:
+            # A pooled connection the backend closed meanwhile: one retry on a fresh one, only
+            # when nothing of the answer came, no request body was consumed and the method is
+            # idempotent (RFC 9110 9.2.2: the backend may have acted on it).
+            if (
+                self.reused
+                and self.bodyless
+                and not self.response_buffer
+                and self.method in IDEMPOTENT
+                and not self.retried
+                and self.endpoint
+            ):
                 self.retried = True
                 self._connect(self.endpoint)
                 return

@@ -28,7 +28,10 @@ class Owner(Protocol):
 
 
 class Upstream(asyncio.Protocol):
-    __slots__ = ("closed", "endpoint", "idle_since", "owner", "pool", "reading_paused", "transport")
+    __slots__ = (
+        "closed", "endpoint", "idle_since", "owner", "pool", "reading_paused", "transport",
+        "writing_paused",
+    )  # fmt: skip
 
     def __init__(self, endpoint: Endpoint, pool: UpstreamPool) -> None:
         self.endpoint = endpoint
@@ -37,6 +40,8 @@ class Upstream(asyncio.Protocol):
         self.owner: Owner | None = None
         self.closed = False
         self.reading_paused = False
+        self.writing_paused = False
+        """The backend is not taking our bytes (its transport's buffer is full)."""
         self.idle_since = 0.0
 
     # asyncio.Protocol ------------------------------------------------------------------
@@ -62,10 +67,12 @@ class Upstream(asyncio.Protocol):
             owner.upstream_lost(self)
 
     def pause_writing(self) -> None:
+        self.writing_paused = True
         if self.owner is not None:
             self.owner.upstream_paused(True)
 
     def resume_writing(self) -> None:
+        self.writing_paused = False
         if self.owner is not None:
             self.owner.upstream_paused(False)
 

@@ -81,7 +81,11 @@ class Worker:
             await asyncio.sleep(1.0)
             now = self.loop_time()
             for conn in list(self.connections):
-                conn.expire(now)
+                try:
+                    conn.expire(now)
+                except Exception:  # one connection's bug must not end every deadline
+                    logger.exception("enforcing a deadline failed; connection cut")
+                    conn.abort()
             self.metrics.connections = len(self.connections)
 
     def apply(self, message: dict[str, Any]) -> None:
@@ -204,10 +208,12 @@ class ClientConnection(asyncio.Protocol):
         session.feed(data)
 
     def eof_received(self) -> bool | None:
+        """The client sends no more: a request in flight is still answered (half-close); the
+        session closes the connection when it is done with it."""
         if self.session is not None:
             self.session.client_eof()
-        else:
-            self.close()
+            return True
+        self.close()
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -259,6 +265,9 @@ class ClientConnection(asyncio.Protocol):
         if self.closing:
             return
         self.closing = True
+        # The transport closes once its buffer is flushed: a client that never reads it gets
+        # cut off by the sweep after a body timeout, not kept forever.
+        self.deadline = self.worker.loop_time() + self.worker.settings.proxy.body_timeout
         if self.conn is not None and self.handshook and not self.peer_closed:
             with contextlib.suppress(SSL.Error):
                 self.conn.shutdown()
@@ -277,7 +286,10 @@ class ClientConnection(asyncio.Protocol):
 
     def expire(self, now: float) -> None:
         """Enforce the current deadline (the sweep calls this once a second)."""
-        if self.session is not None:
+        if self.closing:
+            if 0.0 < self.deadline < now:
+                self.abort()
+        elif self.session is not None:
             self.session.expire(now)
         elif 0.0 < self.deadline < now:  # a handshake, or a first request, too slow
             if self.handshook:
