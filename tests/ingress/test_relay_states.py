@@ -33,6 +33,9 @@ class Recorder:
     def close(self) -> None:
         self.closing = True
 
+    def linger(self) -> None:
+        self.closing = True
+
     def abort(self) -> None:
         self.closing = self.aborted = True
 

@@ -55,6 +55,7 @@ class Client(Protocol):
 
     def write(self, data: bytes) -> None: ...
     def close(self) -> None: ...
+    def linger(self) -> None: ...
     def abort(self) -> None: ...
     def pause_reading(self, paused: bool) -> None: ...
 
@@ -229,6 +230,7 @@ class ProxySession:
         if fast is not None:
             method, target, host, self.out_head = fast
             framing, keep, body, self.http10 = http1.NO_BODY, True, NOTHING, False
+            continue_ = False
         else:
             try:
                 head = http1.parse_request_head(raw, max_headers=relay.settings.max_headers)
@@ -240,13 +242,12 @@ class ProxySession:
             host = head.get(b"host") or b""
             keep = http1.keep_alive(head, version)
             self.http10 = version == b"HTTP/1.0"
-            expect = head.get(b"expect")
-            if expect is not None and expect.lower() == b"100-continue" and not self.http10:
-                self.client.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             self.out_head = http1.forward_head(
                 head, client_ip=self.client_ip, proto=self.proto, framing=framing
             )
             body = decoder(framing)
+            expect = head.get(b"expect")
+            continue_ = expect is not None and expect.lower() == b"100-continue"
         keep = keep and not relay.draining()
         upstream = relay.routes().route_raw(host, target)
         if upstream is None:
@@ -257,6 +258,10 @@ class ProxySession:
         if endpoint is None:
             self._refuse(framing, 503, f"no ready endpoint for {upstream.name}", keep)
             return
+        if continue_ and not self.http10:
+            # Only now that the request will be forwarded: a refusal above is the final answer,
+            # and the client then never sends the body at all.
+            self.client.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         self.method, self.keep, self.endpoint = method, keep, endpoint
         self.request_body = body
         self.bodyless = body.done
@@ -455,7 +460,7 @@ class ProxySession:
             upstream.release(self.upstream_keep)
         self.response_body = None
         if not self.keep:
-            self._close()
+            self._close(linger=self.phase == BODY)
             return
         self.phase = HEAD
         self.deadline = self.relay.clock() + self.relay.settings.idle_timeout
@@ -482,8 +487,8 @@ class ProxySession:
     def _reply(self, status: int, message: str, *, close: bool) -> None:
         self.relay.metrics.request(status)
         self.client.write(http1.simple_response(status, message, close=close))
-        if close:
-            self._close()
+        if close:  # the client may still be sending (a body, the rest of a head): linger
+            self._close(linger=True)
         else:
             self.phase = HEAD
             self.deadline = self.relay.clock() + self.relay.settings.idle_timeout
@@ -494,9 +499,12 @@ class ProxySession:
         if bool(before) != bool(self.pauses) and not self.closed:
             self.client.pause_reading(bool(self.pauses))
 
-    def _close(self) -> None:
+    def _close(self, *, linger: bool = False) -> None:
         self.client_lost()
-        self.client.close()
+        if linger:
+            self.client.linger()
+        else:
+            self.client.close()
 
     def _abort(self) -> None:
         self.client_lost()

@@ -35,6 +35,9 @@ from ocsp_stapler.ingress.tls import NOT_REQUESTED, CertificateStore
 
 logger = logging.getLogger("ocsp_stapler.ingress.worker")
 
+LINGER = 5.0
+"""Seconds a connection we close after an error answer keeps reading (see ``linger``)."""
+
 
 @dataclass(frozen=True)
 class WorkerSettings:
@@ -126,8 +129,8 @@ class ClientConnection(asyncio.Protocol):
     """
 
     __slots__ = (
-        "closing", "conn", "deadline", "handshook", "peer_closed", "session", "staple", "tls",
-        "transport", "worker",
+        "closing", "conn", "deadline", "handshook", "lingering", "peer_closed", "session",
+        "staple", "tls", "transport", "worker",
     )  # fmt: skip
 
     def __init__(self, worker: Worker, *, tls: bool) -> None:
@@ -137,6 +140,7 @@ class ClientConnection(asyncio.Protocol):
         self.conn: SSL.Connection | None = None
         self.handshook = not tls
         self.peer_closed = False
+        self.lingering = False
         self.session: Session | None = None
         self.closing = False
         self.staple = NOT_REQUESTED
@@ -160,6 +164,8 @@ class ClientConnection(asyncio.Protocol):
                 return
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            return  # what a client still sends after our final answer: read and dropped
         conn = self.conn
         if conn is None:
             if not self.tls:
@@ -210,6 +216,8 @@ class ClientConnection(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         """The client sends no more: a request in flight is still answered (half-close); the
         session closes the connection when it is done with it."""
+        if self.lingering:
+            return False  # it has read our answer and is done: close now
         if self.session is not None:
             self.session.client_eof()
             return True
@@ -274,6 +282,29 @@ class ClientConnection(asyncio.Protocol):
             self._send_pending()
         if self.transport is not None:
             self.transport.close()
+
+    def linger(self) -> None:
+        """Close once the client has had time to read our answer: stop writing (close_notify,
+        then a TCP half-close) but keep reading, and dropping, what it still sends for up to
+        LINGER seconds. Closing at once with its unread bytes in our socket would make the
+        kernel send a reset, which can destroy the answer before the client reads it (nginx's
+        "lingering close")."""
+        if self.closing:
+            return
+        self.closing = self.lingering = True
+        if self.conn is not None and self.handshook and not self.peer_closed:
+            with contextlib.suppress(SSL.Error):
+                self.conn.shutdown()
+            self._send_pending()
+        transport = self.transport
+        if transport is None:
+            return
+        transport.resume_reading()  # whatever paused it, from now on everything is dropped
+        if transport.can_write_eof():
+            transport.write_eof()
+        else:
+            transport.close()
+        self.deadline = self.worker.loop_time() + LINGER
 
     def abort(self) -> None:
         self.closing = True
