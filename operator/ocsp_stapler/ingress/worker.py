@@ -6,7 +6,8 @@ configuration arrives, then applies every later snapshot in place: routes are sw
 certificates get new Contexts, staples are swapped in their holders.
 
 Per connection the protocol does the least Python it can: bytes in, ``bio_write``,
-``do_handshake`` or ``recv``, bytes out. A handshake has ``handshake_timeout`` to finish, a
+``do_handshake`` or ``recv``, bytes out; the plaintext goes to the connection's session
+(``proxying``), which answers through ``write``, ``close``, ``linger`` and ``abort``. A handshake has ``handshake_timeout`` to finish, a
 request head ``header_timeout``; a worker holds at most ``max_connections`` (more are closed
 at once). SIGTERM drains: listeners close, idle keep-alive connections close, requests in
 flight finish (told ``Connection: close``) within ``drain_timeout``.
