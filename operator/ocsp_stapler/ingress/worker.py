@@ -7,10 +7,11 @@ certificates get new Contexts, staples are swapped in their holders.
 
 Per connection the protocol does the least Python it can: bytes in, ``bio_write``,
 ``do_handshake`` or ``recv``, bytes out; the plaintext goes to the connection's session
-(``proxying``), which answers through ``write``, ``close``, ``linger`` and ``abort``. A handshake has ``handshake_timeout`` to finish, a
-request head ``header_timeout``; a worker holds at most ``max_connections`` (more are closed
-at once). SIGTERM drains: listeners close, idle keep-alive connections close, requests in
-flight finish (told ``Connection: close``) within ``drain_timeout``.
+(``proxying``), which answers through ``write``, ``close``, ``linger`` and ``abort``. A
+handshake has ``handshake_timeout`` to finish, a request head ``header_timeout``; a worker
+holds at most ``max_connections`` (more are closed at once). SIGTERM drains: listeners close,
+idle keep-alive connections close, requests in flight finish (told ``Connection: close``)
+within ``drain_timeout``.
 """
 
 from __future__ import annotations
