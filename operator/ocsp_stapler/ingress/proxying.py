@@ -550,7 +550,7 @@ class RedirectSession:
     def _answer(self, response: bytes) -> None:
         self.closed = True
         self.client.write(response)
-        self.client.close()
+        self.client.linger()  # whatever else the client sends must not reset the answer
 
     def client_eof(self) -> None:
         self.client_lost()
