@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 
 import kopf
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from ocsp_stapler.controller.controllers import Controller
 from ocsp_stapler.controller.eventing import EventRecorder
@@ -59,7 +59,7 @@ async def metrics_server(metrics: Metrics, port: int) -> AsyncIterator[None]:
 
     async def serve(_request: web.Request) -> web.Response:
         return web.Response(
-            body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+            body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
 
     app = web.Application()
