@@ -906,14 +906,14 @@ py-spy for the Python side.
   no special field but Host) and response (framed by one Content-Length) are validated by a few
   regular expressions, in C, and forwarded from the bytes received; everything else takes the
   general parser. Per request that took the worker from ~210 Python calls to ~125 and its CPU
-  from ~82 µs (2026-11-24, an EPYC) to ~50 µs (this Xeon); nginx costs 16–19 µs on both.
+  from ~82 µs (2026-11-24, an EPYC) to 43–58 µs (this Xeon, across runs); nginx 14–19 µs.
   perf: Python ~47% of the worker's CPU, the kernel ~38% (loopback TCP and waking the peer:
   the worker makes 4.4 syscalls per request, nginx 6.5, but at this rate each write wakes a
   sleeping process, an inter-processor interrupt in a VM), OpenSSL ~5%, libc ~4%, uvloop ~4%.
   What bounds the rest is the interpreter, ~25 µs of bytecode per request,
   next to a kernel share that alone is about nginx's whole cost: 2× nginx (~35 µs) would need
   the Python per request cut to a third, i.e. the relay loop in compiled code.
-- **Handshakes, ECDSA ~1.6–1.8×, RSA ~1.3–1.5× nginx.** perf (TLS 1.2, ECDSA): OpenSSL's own
+- **Handshakes, ECDSA ~1.6–1.9×, RSA ~1.25–1.5× nginx (across runs).** perf (TLS 1.2, ECDSA): OpenSSL's own
   code is ~49% of the worker's CPU, about 220 µs per handshake, close to nginx's whole
   handshake here; the kernel ~18%, libc's malloc/free ~10% (mostly OpenSSL's allocations), and
   Python, cffi and uvloop together ~19%. Two reasons the same C costs more in our worker:
@@ -921,7 +921,7 @@ py-spy for the Python side.
      one: a d2i of the whole OCSP response (here a delegated responder's, with its certificate
      inside) and a search for the SingleResponse that matches the certificate, by hashing its
      issuer's name. nginx's OpenSSL 3.0 hands the bytes over as they are. The staple table
-     measures it in-process: 50–65 µs per handshake, a fifth of the gap to nginx.
+     measures it in-process: 50–66 µs per handshake, a quarter of the gap to nginx.
      cryptography's bindings expose neither `SSL_ctrl` nor 3.6's
      `SSL_set0_tlsext_status_ocsp_resp_ex`, so a response parsed once cannot be handed over.
   2. The same OpenSSL code costs ~1.6× more in the live worker (~220 µs) than in a tight
@@ -933,11 +933,14 @@ py-spy for the Python side.
   connection, as nginx does). glibc malloc tunables (a larger tcache, no trimming) changed
   nothing beyond this machine's noise (±5%).
 - **Operator**: py-spy found 45% of its CPU rendering /metrics (five status series per Secret,
-  scraped every 100 ms by this benchmark); one series per Secret and a 1 s poll brought 10,000
+  scraped every 1 s by this benchmark); one series per Secret and a 1 s poll brought 10,000
   Secrets from 173 s to ~60 s; one shared object per issuer and a digest in place of each
-  published status brought peak RSS from 401 MB to ~295 MB. What remains per Secret is kopf's
-  per-object state and ours (the base64 tls.crt kept for the JSON-patch test, the parsed leaf,
-  the held staple).
+  published status brought peak RSS from 401 MB to ~295 MB. memray then showed the peak itself
+  taken during a scrape: ~100 MB of ~260 MB was prometheus_client rendering 30,000 label
+  children (three per-Secret families). They are now one tuple per Secret, written out
+  directly: ~270 MB and ~15% less CPU. What remains per Secret is kopf's per-object state and
+  ours (the parsed chain, the held staple); kopf's per-object workers are not the peak (a
+  worker limit of 500 changed nothing).
 """
 
 
