@@ -913,10 +913,10 @@ py-spy for the Python side.
   What bounds the rest is the interpreter, ~25 µs of bytecode per request,
   next to a kernel share that alone is about nginx's whole cost: 2× nginx (~35 µs) would need
   the Python per request cut to a third, i.e. the relay loop in compiled code.
-- **Handshakes, ECDSA ~1.6–1.9×, RSA ~1.25–1.5× nginx (across runs).** perf (TLS 1.2,
-  ECDSA): OpenSSL's own code is ~49% of the worker's CPU, about 220 µs per handshake,
-  close to nginx's whole handshake here; the kernel ~18%, libc's malloc/free ~10% (mostly OpenSSL's allocations), and
-  Python, cffi and uvloop together ~19%. Two reasons the same C costs more in our worker:
+- **Handshakes, ECDSA ~1.6–1.9×, RSA ~1.25–1.5× nginx (across runs).** perf (TLS 1.2, ECDSA):
+  OpenSSL's own code is ~49% of the worker's CPU, about 220 µs per handshake, close to nginx's
+  whole handshake here; the kernel ~18%, libc's malloc/free ~10% (mostly OpenSSL's allocations),
+  and Python, cffi and uvloop together ~19%. Two reasons the same C costs more in our worker:
   1. OpenSSL 4 (in the cryptography wheel) parses the staple on every handshake that asks for
      one: a d2i of the whole OCSP response (here a delegated responder's, with its certificate
      inside) and a search for the SingleResponse that matches the certificate, by hashing its
