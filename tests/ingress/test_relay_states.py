@@ -158,3 +158,24 @@ async def test_a_closing_connection_that_cannot_flush_is_cut_after_the_body_time
     assert not transport.aborted
     conn.expire(worker.loop_time() + 6)
     assert transport.aborted
+
+
+def test_a_head_answer_keeps_the_length_the_backend_announced() -> None:
+    relay, upstream, _ = relay_with_one_backend()
+    client = Recorder()
+    session = relay.session(client, client_ip=b"10.0.0.1", proto=b"https")
+    session.feed(b"HEAD / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+    upstream.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n")
+    assert b"Content-Length: 1234\r\n" in client.take()
+    assert not client.closing  # no body to wait for: the connection stays open
+
+
+def test_a_backend_still_full_when_taken_from_the_pool_holds_the_client_back() -> None:
+    relay, upstream, _ = relay_with_one_backend()
+    upstream.pause_writing()  # its send buffer filled during an earlier exchange
+    client = Recorder()
+    session = relay.session(client, client_ip=b"10.0.0.1", proto=b"https")
+    session.feed(b"POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\n\r\nab")
+    assert not client.reading  # no more body until the backend takes some
+    upstream.resume_writing()
+    assert client.reading

@@ -249,14 +249,14 @@ class ProxySession:
             expect = head.get(b"expect")
             continue_ = expect is not None and expect.lower() == b"100-continue"
         keep = keep and not relay.draining()
-        upstream = relay.routes().route_raw(host, target)
-        if upstream is None:
+        route = relay.routes().route_raw(host, target)
+        if route is None:
             where = f"{host.decode('latin-1')}{target.decode('latin-1')[:200]}"
             self._refuse(framing, 404, f"no rule for {where}", keep)
             return
-        endpoint = upstream.next_endpoint()
+        endpoint = route.next_endpoint()
         if endpoint is None:
-            self._refuse(framing, 503, f"no ready endpoint for {upstream.name}", keep)
+            self._refuse(framing, 503, f"no ready endpoint for {route.name}", keep)
             return
         if continue_ and not self.http10:
             # Only now that the request will be forwarded: a refusal above is the final answer,
