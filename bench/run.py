@@ -42,6 +42,7 @@ NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 TLSLOAD = bin_dir() / "tlsload"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CORES = os.cpu_count() or 1
+LOOPBACK_CIDRS = "127.0.0.0/8,::1/128"  # the bench responder's address, refused by default
 
 
 # ----------------------------------------------------------------------------- processes
@@ -649,6 +650,7 @@ def operator_scale(cp: ControlPlane, workdir: Path, counts: list[int], rows: lis
                 "OCSP_STAPLER_HEALTH_PORT": "0",
                 "OCSP_STAPLER_NAMESPACES": namespace,
                 "OCSP_STAPLER_LOG_FORMAT": "json",
+                "OCSP_STAPLER_RESPONDER_ALLOW_CIDRS": LOOPBACK_CIDRS,
             }
             t0 = time.monotonic()
             op = subprocess.Popen(
@@ -757,6 +759,7 @@ def first_staple_latency(cp: ControlPlane, workdir: Path, rows: list[str]) -> No
         "OCSP_STAPLER_HEALTH_PORT": "0",
         "OCSP_STAPLER_NAMESPACES": "first",
         "OCSP_STAPLER_LOG_FORMAT": "json",
+        "OCSP_STAPLER_RESPONDER_ALLOW_CIDRS": LOOPBACK_CIDRS,
     }
     op = subprocess.Popen(
         [CLI, "operator", "--kubeconfig", str(cp.kubeconfig)],

@@ -23,7 +23,7 @@ from ocsp_stapler.controller.settings import OperatorSettings
 from ocsp_stapler.k8s.client import ApiClient, load_credentials, resource_path
 from support.clocks import FakeClock
 from support.operators import RunningOperator, StartOperator
-from support.responders import ScriptedServer
+from support.responders import LOOPBACK_CIDRS, ScriptedServer
 
 pytest_plugins = ["support.ingress_fixtures"]
 
@@ -86,13 +86,21 @@ def responder(pki: TestPKI) -> Iterator[OpenSSLResponder]:
 async def start_operator(
     cluster: ControlPlane, crd: None, namespace: str
 ) -> AsyncIterator[StartOperator]:
-    """Start operators watching this test's namespace; all are stopped after the test."""
+    """Start operators watching this test's namespace; all are stopped after the test.
+
+    Responders on loopback are allowed (every test responder is there) unless a test sets
+    ``responder_allow_cidrs`` itself (``()`` for the defaults a deployment gets).
+    """
     running: list[RunningOperator] = []
 
     async def start(*, clock: FakeClock | None = None, **overrides: Any) -> RunningOperator:
-        settings = OperatorSettings(
-            **{"namespaces": (namespace,), "metrics_port": 0, "health_port": 0, **overrides}
-        )
+        defaults = {
+            "namespaces": (namespace,),
+            "metrics_port": 0,
+            "health_port": 0,
+            "responder_allow_cidrs": LOOPBACK_CIDRS,
+        }
+        settings = OperatorSettings(**{**defaults, **overrides})
         op = RunningOperator(
             settings=settings, credentials=load_credentials(str(cluster.kubeconfig)), clock=clock
         )

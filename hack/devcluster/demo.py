@@ -4,7 +4,9 @@
 2. a demo CA with the real `openssl ocsp` responder;
 3. the operator and the ingress from this checkout, as local processes, configured with the
    Helm chart's default values (rendered with `helm template`, so the demo runs what the chart
-   deploys), and a demo backend;
+   deploys) with one exception: the demo responder listens on 127.0.0.1, which the operator
+   refuses by default, so the demo allows loopback (`responder.allowCIDRs`); and a demo
+   backend;
 4. an annotated TLS Secret, an Ingress, the backend's Service and EndpointSlice (kubectl apply);
 5. the staple, waited for, then `openssl s_client -status` and `curl --cert-status`;
 6. a short report; everything stays up until Ctrl-C (or stops at once with --exit-when-ready).
@@ -33,6 +35,8 @@ from devcluster.responder import OpenSSLResponder
 HOST = "demo.ocsp-stapler.test"
 NAMESPACE = "demo"
 CLI = str(Path(sys.executable).parent / "ocsp-stapler")
+LOOPBACK_CIDRS = "127.0.0.0/8,::1/128"
+"""Where the demo's responder listens; the operator refuses loopback unless allowed."""
 
 
 def chart_env(component: str) -> dict[str, str]:
@@ -228,6 +232,9 @@ def run_demo(cp: ControlPlane, workdir: Path) -> tuple[Demo, bool, str]:
     metrics_port, health_port = free_port(), free_port()
     operator_env = {
         **chart_env("operator"),
+        # The demo responder is on loopback, refused by default: what
+        # `--set operator.responder.allowCIDRs={127.0.0.0/8}` would give.
+        "OCSP_STAPLER_RESPONDER_ALLOW_CIDRS": LOOPBACK_CIDRS,
         "OCSP_STAPLER_LOG_FORMAT": "plain",
         "OCSP_STAPLER_METRICS_PORT": str(metrics_port),
         "OCSP_STAPLER_HEALTH_PORT": str(health_port),

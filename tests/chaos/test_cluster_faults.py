@@ -25,7 +25,7 @@ from ocsp_stapler.ocsp.responses import CertStatus, cert_id_in, verify_response
 from support.clocks import utcnow
 from support.kube import get_or_none, secret_path, wait_for
 from support.operators import RunningOperator, StartOperator
-from support.responders import ScriptedServer, redirect_to
+from support.responders import LOOPBACK_CIDRS, ScriptedServer, redirect_to
 from support.staples import ENABLED, create_secret, staple_of, staple_path, stapled_secret
 
 CLI = str(Path(sys.executable).parent / "ocsp-stapler")
@@ -53,7 +53,9 @@ async def test_api_server_crash_and_restart(
     namespace = "crash"
     await own_api.create(resource_path(api_version="v1", plural="namespaces"),
                          {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})  # fmt: skip
-    settings = OperatorSettings(namespaces=(namespace,), metrics_port=0, health_port=0)
+    settings = OperatorSettings(
+        namespaces=(namespace,), metrics_port=0, health_port=0, responder_allow_cidrs=LOOPBACK_CIDRS
+    )
     op = await RunningOperator(
         settings=settings, credentials=load_credentials(str(own_cluster.kubeconfig))
     ).start()
@@ -166,7 +168,8 @@ async def test_operator_sigkilled_mid_write_then_restarted(
     for i, leaf in enumerate(leaves):
         await create_secret(api, namespace, f"s{i}", pki, leaf, annotations=ENABLED)
     env = {**os.environ, "OCSP_STAPLER_NAMESPACES": namespace, "OCSP_STAPLER_METRICS_PORT": "0",
-           "OCSP_STAPLER_HEALTH_PORT": "0", "OCSP_STAPLER_CONCURRENCY": "2"}  # fmt: skip
+           "OCSP_STAPLER_HEALTH_PORT": "0", "OCSP_STAPLER_CONCURRENCY": "2",
+           "OCSP_STAPLER_RESPONDER_ALLOW_CIDRS": ",".join(LOOPBACK_CIDRS)}  # fmt: skip
     argv = [CLI, "operator", "--kubeconfig", str(cluster.kubeconfig)]
 
     async def stapled_count() -> int:

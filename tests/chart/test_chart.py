@@ -21,6 +21,7 @@ from ocsp_stapler.controller.settings import OperatorSettings
 from ocsp_stapler.k8s.client import ApiClient, load_credentials, resource_path
 from support.kube import wait_for
 from support.operators import RunningOperator
+from support.responders import LOOPBACK_CIDRS
 from support.staples import ENABLED, create_secret, staple_of
 
 CHART = REPO_ROOT / "charts" / "ocsp-stapler"
@@ -302,7 +303,9 @@ async def test_install_and_prove_rbac_with_the_service_accounts_token(
         {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 3600}},
     ))["status"]["token"]  # fmt: skip
     kubeconfig = _token_kubeconfig(cluster, token, tmp_path / "sa.kubeconfig")
-    settings = OperatorSettings(namespaces=(namespace,), metrics_port=0, health_port=0)
+    settings = OperatorSettings(
+        namespaces=(namespace,), metrics_port=0, health_port=0, responder_allow_cidrs=LOOPBACK_CIDRS
+    )
     op = await RunningOperator(
         settings=settings, credentials=load_credentials(str(kubeconfig))
     ).start()

@@ -16,6 +16,9 @@ from devcluster.responder import OpenSSLResponder
 CLI = str(Path(sys.executable).parent / "ocsp-stapler")
 
 
+LOOPBACK = ("--allow-cidr", "127.0.0.0/8")  # the test responder's address; refused by default
+
+
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=60, check=False)
 
@@ -41,7 +44,7 @@ def chain_file(pki: TestPKI, tmp_path: Path, **leaf_kwargs: object) -> tuple[Pat
 def test_good(pki: TestPKI, responder: OpenSSLResponder, tmp_path: Path) -> None:
     chain, serial = chain_file(pki, tmp_path, ocsp_urls=[responder.url])
     out = tmp_path / "staple.der"
-    result = run("check", str(chain), "--out", str(out))
+    result = run("check", *LOOPBACK, str(chain), "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert "status:      good" in result.stdout
     assert f"responder:   {responder.url}" in result.stdout
@@ -63,7 +66,7 @@ def test_revoked_json(pki: TestPKI, responder: OpenSSLResponder, tmp_path: Path)
     leaf = pki.leaf(ocsp_urls=[responder.url])
     (tmp_path / "c.pem").write_bytes(pki.chain_pem(leaf))
     pki.set_status(leaf, "R", reason="cessationOfOperation")
-    result = run("check", str(tmp_path / "c.pem"), "--json")
+    result = run("check", *LOOPBACK, str(tmp_path / "c.pem"), "--json")
     assert result.returncode == 1, result.stderr
     doc = json.loads(result.stdout)
     assert doc["status"] == "revoked"
@@ -78,7 +81,7 @@ def test_revoked_json(pki: TestPKI, responder: OpenSSLResponder, tmp_path: Path)
 
 def test_unknown(pki: TestPKI, responder: OpenSSLResponder, tmp_path: Path) -> None:
     chain, _ = chain_file(pki, tmp_path, ocsp_urls=[responder.url], register=False)
-    result = run("check", str(chain), "--json")
+    result = run("check", *LOOPBACK, str(chain), "--json")
     assert result.returncode == 3
     assert json.loads(result.stdout)["status"] == "unknown"
 
@@ -90,6 +93,7 @@ def test_url_override_and_separate_issuer(
     (tmp_path / "leaf.pem").write_bytes(leaf.pem)
     result = run(
         "check",
+        *LOOPBACK,
         str(tmp_path / "leaf.pem"),
         "--issuer",
         str(pki.path("intermediate")),
@@ -119,12 +123,24 @@ def test_failures_exit_2_with_one_line_on_stderr(pki: TestPKI, tmp_path: Path) -
     assert (result.returncode, "ChainInvalid" in result.stderr) == (2, True)
 
 
+def test_loopback_needs_an_allow_range_inside_it(
+    pki: TestPKI, responder: OpenSSLResponder, tmp_path: Path
+) -> None:
+    chain, _ = chain_file(pki, tmp_path, ocsp_urls=[responder.url])
+    for allow in ((), ("--allow-cidr", "0.0.0.0/0"), ("--allow-cidr", "::/0")):
+        refused = run("check", *allow, str(chain), "--json")
+        assert refused.returncode == 2, allow
+        assert json.loads(refused.stdout)["reason"] == "DestinationRefused"
+        assert "127.0.0.0/8" in refused.stderr
+    assert run("check", "--allow-cidr", "127.0.0.1/32", str(chain)).returncode == 0
+
+
 def test_verify_offline_and_as_of(
     pki: TestPKI, responder: OpenSSLResponder, tmp_path: Path
 ) -> None:
     chain, _ = chain_file(pki, tmp_path, ocsp_urls=[responder.url])
     der = tmp_path / "s.der"
-    assert run("check", str(chain), "--out", str(der)).returncode == 0
+    assert run("check", *LOOPBACK, str(chain), "--out", str(der)).returncode == 0
 
     ok = run("verify", "--response", str(der), "--cert", str(chain), "--json")
     assert ok.returncode == 0, ok.stderr

@@ -9,7 +9,9 @@ import pytest
 from devcluster.pki import TestPKI
 from devcluster.responder import OpenSSLResponder
 
+from ocsp_stapler.net.destinations import DestinationGuard
 from ocsp_stapler.net.fetching import FetchSettings, HttpFetcher
+from support.responders import LOOPBACK_CIDRS
 
 
 @pytest.fixture(scope="session", params=["ec", "rsa"])
@@ -37,5 +39,7 @@ def delegated_responder(pki: TestPKI) -> Iterator[OpenSSLResponder]:
 
 @pytest.fixture
 async def fetch() -> AsyncIterator[HttpFetcher]:
-    async with HttpFetcher(FetchSettings(connect_timeout=2, total_timeout=3)) as f:
+    """Loopback allowed: the responders here listen on 127.0.0.1."""
+    guard = DestinationGuard.from_lists(allow=LOOPBACK_CIDRS)
+    async with HttpFetcher(FetchSettings(connect_timeout=2, total_timeout=3, guard=guard)) as f:
         yield f

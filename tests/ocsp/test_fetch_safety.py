@@ -7,12 +7,16 @@ A scripted loopback server plays the faults no real responder produces on purpos
 from __future__ import annotations
 
 import asyncio
+import re
+from collections.abc import Callable
 
 import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from devcluster.pki import TestPKI
 from devcluster.responder import OpenSSLResponder
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ocsp_stapler.net.destinations import DestinationGuard
 from ocsp_stapler.net.fetching import FetchSettings, HttpFetcher
@@ -23,9 +27,10 @@ from ocsp_stapler.ocsp.responses import CertStatus
 from ocsp_stapler.ocsp.stapling import obtain_staple
 from ocsp_stapler.ocsp.transport import HttpRequest
 from support.clocks import utcnow
-from support.responders import Handler, ScriptedServer, hang
+from support.responders import LOOPBACK_CIDRS, Handler, ScriptedServer, hang
 
 OCSP = "application/ocsp-response"
+LOOPBACK = DestinationGuard.from_lists(allow=LOOPBACK_CIDRS)
 
 
 async def staple_via(pki: TestPKI, url: str, fetch: HttpFetcher) -> CertStatus:
@@ -77,7 +82,7 @@ def test_long_requests_go_by_post() -> None:
 
 async def test_a_hanging_responder_times_out(ec_pki: TestPKI, scripted: ScriptedServer) -> None:
     scripted.handler = hang
-    settings = FetchSettings(connect_timeout=1, total_timeout=0.5)
+    settings = FetchSettings(connect_timeout=1, total_timeout=0.5, guard=LOOPBACK)
     async with HttpFetcher(settings) as fetch:
         loop = asyncio.get_running_loop()
         start = loop.time()
@@ -98,7 +103,7 @@ async def test_a_trickling_body_is_cut_by_the_total_timeout(
         return resp
 
     scripted.handler = trickle
-    async with HttpFetcher(FetchSettings(total_timeout=0.5)) as fetch:
+    async with HttpFetcher(FetchSettings(total_timeout=0.5, guard=LOOPBACK)) as fetch:
         with pytest.raises(errors.FetchFailed, match="no complete answer"):
             await staple_via(ec_pki, scripted.url, fetch)
 
@@ -188,6 +193,14 @@ async def test_redirect_limits(
     [
         "http://169.254.169.254/latest/meta-data/",
         "http://[::ffff:169.254.169.254]/",
+        "http://[64:ff9b::a9fe:a9fe]/",
+        "http://[::169.254.169.254]/",
+        "http://[2002:a9fe:a9fe::1]/",
+        "http://[2001:0:4136:e378:8000:63bf:5601:5601]/",
+        "http://127.0.0.1:9/",
+        "http://[::1]:9/",
+        "http://[::ffff:127.0.0.1]:9/",
+        "http://0.0.0.0:9/",
         "http://[fe80::1]/",
         "http://100.100.100.200/",
         "ftp://127.0.0.1/ocsp",
@@ -195,16 +208,17 @@ async def test_redirect_limits(
         "gopher://127.0.0.1:70/",
     ],
 )
-async def test_refused_destinations(fetch: HttpFetcher, url: str) -> None:
-    with pytest.raises(errors.DestinationRefused) as info:
-        await fetch(HttpRequest(method="GET", url=url))
+async def test_refused_destinations(url: str) -> None:
+    """With the settings a deployment gets (loopback refused too)."""
+    async with HttpFetcher(FetchSettings(connect_timeout=1, total_timeout=2)) as fetch:
+        with pytest.raises(errors.DestinationRefused) as info:
+            await fetch(HttpRequest(method="GET", url=url))
     assert info.value.retryable is False
 
 
 async def test_the_guard_checks_resolved_addresses(scripted: ScriptedServer) -> None:
-    """A name is judged by what it resolves to: localhost → 127.0.0.1, denied here."""
-    guard = DestinationGuard.from_lists(deny=["127.0.0.0/8", "::1/128"])
-    async with HttpFetcher(FetchSettings(guard=guard)) as fetch:
+    """A name is judged by what it resolves to: localhost → 127.0.0.1, denied by default."""
+    async with HttpFetcher(FetchSettings(connect_timeout=1, total_timeout=2)) as fetch:
         with pytest.raises(errors.DestinationRefused, match="127.0.0.1 is in the denied range"):
             await fetch(HttpRequest(method="GET", url=f"http://localhost:{scripted.port}/"))
     assert scripted.requests == []  # refused before connecting
@@ -221,7 +235,19 @@ async def test_an_allow_list_is_exclusive(scripted: ScriptedServer) -> None:
     elsewhere = DestinationGuard.from_lists(allow=["10.0.0.0/8"])
     async with HttpFetcher(FetchSettings(guard=elsewhere)) as fetch:
         with pytest.raises(errors.DestinationRefused, match="outside the allowed ranges"):
+            await fetch(HttpRequest(method="GET", url="http://192.0.2.1/"))
+        with pytest.raises(errors.DestinationRefused, match="127.0.0.0/8"):
             await fetch(HttpRequest(method="GET", url=scripted.url + "/"))
+    assert len(scripted.requests) == 1
+
+
+async def test_a_broad_allow_list_does_not_open_loopback(scripted: ScriptedServer) -> None:
+    broad = DestinationGuard.from_lists(allow=["0.0.0.0/0", "::/0"])
+    async with HttpFetcher(FetchSettings(guard=broad, total_timeout=2)) as fetch:
+        for url in (scripted.url, f"http://localhost:{scripted.port}"):
+            with pytest.raises(errors.DestinationRefused, match="denied by default"):
+                await fetch(HttpRequest(method="GET", url=url + "/"))
+    assert scripted.requests == []
 
 
 def test_bad_cidrs_are_named() -> None:
@@ -303,3 +329,288 @@ async def test_no_issuer_anywhere_is_final(ec_pki: TestPKI, fetch: HttpFetcher) 
     with pytest.raises(errors.IssuerNotFound) as info:
         await obtain_staple(assemble_chain(leaf.pem), fetch=fetch, clock=utcnow)
     assert info.value.retryable is False
+
+
+# ---------------------------------------------------------------------------------------------
+# URLs the guard must turn into a verdict or a valid request line
+
+CONTROLS = ["\x00", "\r", "\n", "\t", "\x7f"]
+# What a request line may carry as its target (RFC 3986 characters; "%" only in escapes).
+REQUEST_TARGET = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?]|%[0-9A-Fa-f]{2})+")
+
+
+@pytest.mark.parametrize("char", CONTROLS, ids=[f"{ord(c):#04x}" for c in CONTROLS])
+@pytest.mark.parametrize("where", ["host", "path", "query"])
+async def test_control_characters_never_reach_the_wire(
+    scripted: ScriptedServer, fetch: HttpFetcher, char: str, where: str
+) -> None:
+    url = {
+        "host": f"http://127.0.0{char}.1:{scripted.port}/",
+        "path": f"{scripted.url}/MEow{char}X-Injected: 1",
+        "query": f"{scripted.url}/?a=1{char}b",
+    }[where]
+    for method in ("GET", "POST"):
+        with pytest.raises(errors.DestinationRefused, match="control characters") as info:
+            await fetch(
+                HttpRequest(method=method, url=url, body=b"0" if method == "POST" else None)
+            )
+        assert info.value.retryable is False
+    assert scripted.requests == []
+
+
+def raw_paths(scripted: ScriptedServer) -> list[str]:
+    """Install a handler that answers 200 and records each request target as received."""
+    seen: list[str] = []
+
+    async def record(request: web.Request) -> web.StreamResponse:
+        seen.append(request.raw_path)
+        return web.Response(body=b"\x30\x00", content_type=OCSP)
+
+    scripted.handler = record
+    return seen
+
+
+async def test_spaces_and_non_ascii_in_a_path_are_percent_encoded(
+    scripted: ScriptedServer, fetch: HttpFetcher
+) -> None:
+    seen = raw_paths(scripted)
+    resp = await fetch(HttpRequest(method="GET", url=scripted.url + "/o c s p/é/ME%2B%2F%3D?x=ÿ 1"))
+    assert resp.status == 200
+    assert seen == ["/o%20c%20s%20p/%C3%A9/ME%2B%2F%3D?x=%C3%BF%201"]
+
+
+async def test_a_get_request_path_arrives_unchanged(
+    ec_pki: TestPKI, scripted: ScriptedServer, fetch: HttpFetcher
+) -> None:
+    """The base64 of a GET request ('/', '+', '=' escaped by queries.get_request) is sent as
+    built: re-encoding it would make another request (and miss HTTP caches)."""
+    seen = raw_paths(scripted)
+    der = b"\xfb\xff\xbe" * 20  # base64 full of '+' and '/'
+    request = get_request(scripted.url + "/a b", der)
+    assert request is not None
+    await fetch(request)
+    assert seen == ["/a%20b/" + request.url.rsplit("/", 1)[1]]
+    assert "%2B" in seen[0]
+    assert "%2F" in seen[0]
+
+
+class RawServer:
+    """Loopback HTTP/1.1 that answers every request with ``answer`` as raw bytes: a Location
+    header no HTTP library would produce. Records each request line."""
+
+    def __init__(self) -> None:
+        self.answer = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+        self.lines: list[bytes] = []
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                self.lines.append(head.split(b"\r\n", 1)[0])
+                length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+                if length:
+                    await reader.readexactly(int(length.group(1)))
+                writer.write(self.answer)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+
+    async def __aenter__(self) -> RawServer:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    def redirect(self, location: bytes, status: int = 302) -> None:
+        self.answer = (
+            f"HTTP/1.1 {status} Moved\r\n".encode()
+            + b"Location: " + location + b"\r\nContent-Length: 0\r\n\r\n"
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("char", "refusal"),
+    [
+        ("\t", errors.DestinationRefused),
+        ("\x7f", errors.DestinationRefused),
+        ("\x01", errors.DestinationRefused),
+        ("\x1b", errors.DestinationRefused),
+        ("\x00", errors.FetchFailed),  # aiohttp's response parser refuses NUL in any header
+    ],
+)
+async def test_a_redirect_with_control_characters_is_refused(
+    scripted: ScriptedServer, fetch: HttpFetcher, char: str, refusal: type[errors.FetchFailed]
+) -> None:
+    async with RawServer() as raw:
+        raw.redirect(f"{scripted.url}/a{char}b".encode())
+        match = "Location has control characters" if refusal is errors.DestinationRefused else None
+        with pytest.raises(refusal, match=match):
+            await fetch(HttpRequest(method="GET", url=f"http://127.0.0.1:{raw.port}/start"))
+    assert len(raw.lines) == 1
+    assert scripted.requests == []  # the redirect was not followed
+
+
+async def test_a_redirect_with_spaces_and_raw_bytes_is_followed_encoded(
+    scripted: ScriptedServer, fetch: HttpFetcher
+) -> None:
+    seen = raw_paths(scripted)
+    async with RawServer() as raw:
+        raw.redirect(f"{scripted.url}/new place/".encode() + "é".encode() + b"\xff?q=a b")
+        resp = await fetch(HttpRequest(method="GET", url=f"http://127.0.0.1:{raw.port}/start"))
+    assert resp.status == 200
+    assert seen == ["/new%20place/%C3%A9%FF?q=a%20b"]  # \xff: the byte as the header had it
+
+
+@pytest.mark.parametrize(
+    ("location", "why"),
+    [
+        (b"http://169.254.169.254/latest/", "169.254.0.0/16"),
+        (b"http://[64:ff9b::a9fe:a9fe]/", "embedding 169.254.169.254"),
+        (b"http://user@127.0.0.1/", "credentials"),
+        (b"http://[zz]/", "not a URL"),  # urljoin objects first
+        (b"http://h:99999/", "invalid port"),
+        (b"http://\xc3\xa9.example/", "characters a host name cannot have"),
+        (b"ftp://127.0.0.1/", "scheme 'ftp'"),
+        (b"http://127.1/", "non-canonical IPv4"),
+    ],
+)
+async def test_redirect_targets_pass_the_same_guard(
+    fetch: HttpFetcher, location: bytes, why: str
+) -> None:
+    async with RawServer() as raw:
+        raw.redirect(location)
+        with pytest.raises(errors.DestinationRefused, match=why):
+            await fetch(HttpRequest(method="GET", url=f"http://127.0.0.1:{raw.port}/"))
+    assert len(raw.lines) == 1
+
+
+# The fuzz: URLs built from parts, some fine, most odd; and Location headers of any bytes.
+FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
+odd_text = st.text(
+    st.one_of(
+        st.characters(exclude_categories=()),  # surrogates and controls included
+        st.sampled_from(list(" %/?#[]@:\\\"<>{}|^`'+=&;,é\x00\x7f\r\n\t")),
+    ),
+    max_size=12,
+)
+
+
+def url_parts(port: int) -> st.SearchStrategy[str]:
+    # The plain forms weigh half or a third, so that many examples do reach the wire.
+    schemes = st.one_of(
+        st.just("http"), st.sampled_from(["HTTP", "https", "ftp", "", "h\x00ttp", "gopher"])
+    )
+    seps = st.one_of(st.just("://"), st.sampled_from([":/", ":", "//", ":\\\\", ":///"]))
+    hosts = st.one_of(
+        st.just(f"127.0.0.1:{port}"),
+        st.sampled_from(
+            [
+                f"127.0.0.1:{port}",
+                f"localhost:{port}",
+                f"[::1]:{port}",
+                f"[::ffff:127.0.0.1]:{port}",
+                "169.254.169.254",
+                "[64:ff9b::a9fe:a9fe]",
+                "[2002:a9fe:a9fe::1]",
+                "0.0.0.0",
+                "[::]",
+                "",
+                "a b",
+                "é.test",
+                "[zz]",
+                "[::1",
+                "%41",
+                "127.1",
+                "2130706433",
+                "0x7f.1",
+                f"u@127.0.0.1:{port}",
+                f"127.0.0.1:{port}0000",
+                "127.0.0.1:",
+                "127.0.0.1:-1",
+                "[fe80::1%25lo]",
+                f"127.0.0.1:{port}@[::1]",
+                "[v7.x]",
+            ]
+        ),
+        odd_text.map(lambda t: f"x y{t}"),  # never a valid host name: no DNS query goes out
+    )
+    segments = st.lists(odd_text, max_size=4).map("/".join)
+    tail = st.one_of(st.just(""), odd_text.map(lambda t: "?" + t), odd_text.map(lambda t: "#" + t))
+    return st.builds(
+        lambda s, sep, h, p, t: f"{s}{sep}{h}/{p}{t}", schemes, seps, hosts, segments, tail
+    )
+
+
+def _run_fuzz(
+    body: Callable[[asyncio.AbstractEventLoop, HttpFetcher, RawServer], None],
+) -> list[bytes]:
+    """A loop of the test's own (hypothesis drives examples synchronously), one loopback
+    server, one fetcher (loopback allowed, so good URLs do reach the wire)."""
+    loop = asyncio.new_event_loop()
+    try:
+        raw = loop.run_until_complete(RawServer().__aenter__())
+        settings_ = FetchSettings(connect_timeout=1, total_timeout=2, guard=LOOPBACK)
+        fetch = loop.run_until_complete(HttpFetcher(settings_).__aenter__())
+        try:
+            body(loop, fetch, raw)
+        finally:
+            loop.run_until_complete(fetch.__aexit__(None, None, None))
+            loop.run_until_complete(raw.__aexit__())
+    finally:
+        loop.close()
+    for line in raw.lines:  # every request that went out had a valid request line
+        method, target, version = line.split(b" ")
+        assert (method in (b"GET", b"POST"), version) == (True, b"HTTP/1.1"), line
+        assert REQUEST_TARGET.fullmatch(target.decode("ascii")), line
+    return raw.lines
+
+
+def _verdict(loop: asyncio.AbstractEventLoop, fetch: HttpFetcher, request: HttpRequest) -> None:
+    try:
+        loop.run_until_complete(fetch(request))
+    except errors.DestinationRefused as exc:
+        if exc.retryable:
+            raise AssertionError(f"a retryable refusal: {exc}") from None
+    except errors.FetchFailed:
+        pass  # anything else propagates and fails the test
+
+
+def test_any_url_ends_in_an_answer_or_fetch_failed() -> None:
+    def body(loop: asyncio.AbstractEventLoop, fetch: HttpFetcher, raw: RawServer) -> None:
+        @FUZZ
+        @given(data=st.data())
+        def check(data: st.DataObject) -> None:
+            url = data.draw(url_parts(raw.port))
+            method = data.draw(st.sampled_from(["GET", "POST"]))
+            _verdict(loop, fetch, HttpRequest(method=method, url=url, body=b"0"))
+
+        check()
+
+    assert len(_run_fuzz(body)) >= 5  # not only refusals: odd paths did go out, encoded
+
+
+def test_any_location_ends_in_an_answer_or_fetch_failed() -> None:
+    def body(loop: asyncio.AbstractEventLoop, fetch: HttpFetcher, raw: RawServer) -> None:
+        base = f"http://127.0.0.1:{raw.port}".encode()
+        location = st.one_of(
+            st.binary(max_size=40),
+            st.builds(lambda a, b: a + b, st.sampled_from([base, b"/", b"//", b"http://"]), st.binary(max_size=30)),
+            url_parts(raw.port).map(lambda u: u.encode("utf-8", "surrogatepass")),
+        ).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))  # fmt: skip
+
+        @FUZZ
+        @given(location=location, status=st.sampled_from([301, 302, 303, 307, 308]))
+        def check(location: bytes, status: int) -> None:
+            raw.redirect(location, status)
+            _verdict(loop, fetch, HttpRequest(method="GET", url=base.decode() + "/start"))
+
+        check()
+
+    lines = _run_fuzz(body)
+    assert len(set(lines)) >= 5  # redirects were followed to many targets

@@ -18,6 +18,7 @@ from devcluster.responder import OpenSSLResponder, free_port
 
 from ocsp_stapler.k8s.client import ApiClient
 from support.kube import wait_for
+from support.responders import LOOPBACK_CIDRS
 from support.staples import ENABLED, create_secret, staple_of
 
 CLI = str(Path(sys.executable).parent / "ocsp-stapler")
@@ -44,6 +45,7 @@ async def test_the_operator_process(
         "OCSP_STAPLER_METRICS_PORT": str(metrics_port),
         "OCSP_STAPLER_HEALTH_PORT": str(health_port),
         "OCSP_STAPLER_LOG_FORMAT": "json",
+        "OCSP_STAPLER_RESPONDER_ALLOW_CIDRS": ",".join(LOOPBACK_CIDRS),
     }
     log = tmp_path / "operator.log"
     with log.open("wb") as out:

@@ -17,12 +17,14 @@ from devcluster.pki import Issued, TestPKI
 from devcluster.responder import free_port
 
 from ocsp_stapler.k8s.client import ApiClient, resource_path
-from ocsp_stapler.net.fetching import HttpFetcher
+from ocsp_stapler.net.destinations import DestinationGuard
+from ocsp_stapler.net.fetching import FetchSettings, HttpFetcher
 from ocsp_stapler.ocsp.chains import assemble_chain
 from ocsp_stapler.ocsp.stapling import obtain_staple
 from support.backends import ingress_object, rule
 from support.clocks import utcnow
 from support.kube import secret_path, wait_for
+from support.responders import LOOPBACK_CIDRS
 
 CLI = str(Path(sys.executable).parent / "ocsp-stapler")
 
@@ -121,7 +123,8 @@ async def curl(
 
 
 async def fetch_staple(pki: TestPKI, leaf: Issued) -> bytes:
-    async with HttpFetcher() as fetch:
+    guard = DestinationGuard.from_lists(allow=LOOPBACK_CIDRS)  # the test responder's address
+    async with HttpFetcher(FetchSettings(guard=guard)) as fetch:
         got = await obtain_staple(assemble_chain(pki.chain_pem(leaf)), fetch=fetch, clock=utcnow)
     return got.staple.der
 

@@ -1,6 +1,7 @@
 """Responders for tests: the real ``openssl ocsp`` (from ``devcluster.responder``), and a
 scriptable HTTP server for the faults no real responder produces on purpose: hangs, trickles,
-huge bodies, wrong types, redirects. Both listen on 127.0.0.1 only.
+huge bodies, wrong types, redirects. Both listen on 127.0.0.1 only, which the destination
+guard refuses unless allowed: fetchers and operators in tests allow ``LOOPBACK_CIDRS``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,10 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+LOOPBACK_CIDRS = ("127.0.0.0/8", "::1/128")
+"""Loopback is refused by default (a certificate must not reach the operator's own pod):
+every test responder listens there, so tests opt in with this allow list."""
 
 
 class ScriptedServer:

@@ -1,10 +1,14 @@
 """The HTTP fetcher the OCSP domain is given: aiohttp with every limit a hostile URL needs.
 
-Limits (all in ``FetchSettings``): http/https only; connect and total timeouts (5 s, 10 s);
+Limits (all in ``FetchSettings``): http/https only, and only URLs ``destinations.safe_url``
+accepts, sent exactly as it returned them; connect and total timeouts (5 s, 10 s);
 a body cap (64 KiB) enforced while reading, so a trickling or endless body costs at most that;
 at most 3 redirects, never to another scheme, each hop guarded again; the destination guard
 on every resolved address; an HTTP proxy from settings or from HTTP_PROXY/HTTPS_PROXY with
 NO_PROXY honoured (nginx, HAProxy and ingress-nginx cannot use one).
+
+Whatever the URL or the responder's headers, a call ends in an answer or in ``FetchFailed``
+(``DestinationRefused`` for the guard's refusals): nothing else leaves ``__call__``.
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from ocsp_stapler import __version__
-from ocsp_stapler.net.destinations import DestinationGuard
-from ocsp_stapler.ocsp.errors import DestinationRefused, FetchFailed
+from ocsp_stapler.net.destinations import DestinationGuard, redirect_target
+from ocsp_stapler.ocsp.errors import DestinationRefused, FetchFailed, OCSPError
 from ocsp_stapler.ocsp.transport import HttpRequest, HttpResponse
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -140,17 +144,18 @@ class HttpFetcher:
             ) from None
 
     async def _follow(self, session: aiohttp.ClientSession, request: HttpRequest) -> HttpResponse:
-        url = URL(request.url, encoded=True)
-        scheme = url.scheme
+        guard = self.settings.guard
+        url = guard.check_url(request.url)  # the exact string sent: no second parser's say
+        scheme = URL(url, encoded=True).scheme
         for _hop in range(self.settings.max_redirects + 1):
-            self.settings.guard.check_url(str(url))
-            proxy = _proxy_for(url, self.settings)
-            if proxy and url.host:
-                await self._check_through_proxy(url.host)
             try:
+                target = URL(url, encoded=True)
+                proxy = _proxy_for(target, self.settings)
+                if proxy and target.host:
+                    await self._check_through_proxy(target.host)
                 async with session.request(
                     request.method,
-                    url,
+                    target,
                     data=request.body,
                     headers=dict(request.headers),
                     allow_redirects=False,
@@ -160,23 +165,28 @@ class HttpFetcher:
                         location = resp.headers.get("Location")
                         if not location:
                             raise FetchFailed(f"{url}: HTTP {resp.status} without Location")
-                        url = resp.url.join(URL(location))
-                        if url.scheme != scheme:
+                        url = guard.check_url(redirect_target(url, location))
+                        hop_scheme = URL(url, encoded=True).scheme
+                        if hop_scheme != scheme:
                             raise DestinationRefused(
-                                f"redirect from {scheme} to {url.scheme or 'none'} refused",
+                                f"redirect from {scheme} to {hop_scheme} refused",
                                 retryable=False,
                             )
                         continue
                     return await self._answer(resp, request)
-            except TimeoutError:
-                raise  # reported once, with the configured limit, by __call__
+            except (TimeoutError, OCSPError):
+                raise  # a timeout is reported once, with the configured limit, by __call__
             except aiohttp.InvalidURL as exc:
                 raise FetchFailed(f"invalid URL: {exc}") from None
             except aiohttp.ClientConnectorError as exc:
                 raise FetchFailed(f"{url}: cannot connect: {exc.os_error}") from None
             except aiohttp.ClientError as exc:
                 raise FetchFailed(f"{url}: {type(exc).__name__}: {exc}") from None
-        raise FetchFailed(f"{request.url[:200]}: more than {self.settings.max_redirects} redirects")
+            except (ValueError, TypeError, OSError) as exc:
+                # What aiohttp or yarl still objects to in a URL or header after safe_url
+                # (UnicodeError is a ValueError): a verdict, not a crash.
+                raise FetchFailed(f"{url}: {type(exc).__name__}: {exc}") from None
+        raise FetchFailed(f"{url}: more than {self.settings.max_redirects} redirects")
 
     async def _check_through_proxy(self, host: str) -> None:
         """With a proxy the proxy resolves the name; we still refuse names that resolve inward."""
