@@ -64,6 +64,7 @@ class Report:
             "signer": s.signer.value if s else None,
             "revocation_time": _iso(s.revocation_time) if s else None,
             "revocation_reason": s.revocation_reason if s else None,
+            "revocation_reason_code": s.revocation_reason_code if s else None,
             "refresh_at": _iso(self.refresh.at) if self.refresh else None,
             "serial": format(s.serial_number, "X") if s else None,
             "error": str(self.error) if self.error else None,
@@ -83,8 +84,8 @@ class Report:
             f"serial:      {s.serial_number:X}",
         ]
         if s.status is CertStatus.REVOKED:
-            reason = f" ({s.revocation_reason})" if s.revocation_reason else ""
-            lines.append(f"revoked at:  {_iso(s.revocation_time)}{reason}")
+            label = f" ({s.revocation_label})" if s.revocation_label else ""
+            lines.append(f"revoked at:  {_iso(s.revocation_time)}{label}")
         if self.responder_url:
             lines.append(f"responder:   {self.responder_url}")
         lines += [

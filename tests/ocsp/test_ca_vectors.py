@@ -36,7 +36,7 @@ def test_lets_encrypt_response_verifies_against_its_issuer_at_its_own_time() -> 
     raw = der("resp-sha256.der")
     resp = ocsp.load_der_ocsp_response(raw)
     cert_id = CertID.for_serial(issuer, resp.serial_number)
-    staple = verify_response(raw, cert_id=cert_id, issuer=issuer, now=resp.this_update_utc)
+    staple = verify_response(raw, cert_id=cert_id, issuer=issuer, now=resp.produced_at_utc)
     assert staple.status is CertStatus.GOOD
     assert staple.signer is Signer.ISSUER
     assert staple.this_update == datetime.datetime(2018, 8, 30, 11, 0, tzinfo=datetime.UTC)
@@ -62,7 +62,7 @@ def test_it_does_not_answer_for_another_serial() -> None:
             raw,
             cert_id=CertID.for_serial(issuer, resp.serial_number + 1),
             issuer=issuer,
-            now=resp.this_update_utc,
+            now=resp.produced_at_utc,
         )
 
 
@@ -76,7 +76,7 @@ def test_it_is_not_signed_by_another_ca() -> None:
             raw,
             cert_id=CertID.for_serial(other, resp.serial_number),
             issuer=other,
-            now=resp.this_update_utc,
+            now=resp.produced_at_utc,
         )
 
 
@@ -123,7 +123,7 @@ def test_delegated_signer_is_not_accepted_for_an_issuer_that_did_not_sign_it() -
         serial_number=resp.serial_number,
     )
     with pytest.raises(errors.SignerUnauthorized, match="not issued by the certificate's issuer"):
-        verify_response(raw, cert_id=cert_id, issuer=le, now=resp.this_update_utc)
+        verify_response(raw, cert_id=cert_id, issuer=le, now=resp.produced_at_utc)
 
 
 def test_revoked_reason_is_read() -> None:

@@ -91,7 +91,7 @@ def status_of(
             "producedAt": iso(held.produced_at) if held else None,
             "signer": held.signer.value if held else None,
             "revocationTime": iso(held.revocation_time) if held else None,
-            "revocationReason": held.revocation_reason if held else None,
+            "revocationReason": held.revocation_label if held else None,
             "refreshAt": iso(record.refresh_at) if record.problem is None else None,
             "lastAttempt": iso(record.last_attempt),
             "lastSuccess": iso(record.last_success),

@@ -86,10 +86,11 @@ def load_certificates(data: bytes, *, what: str) -> list[x509.Certificate]:
 def signed_by(cert: x509.Certificate, candidate: x509.Certificate) -> bool:
     """Whether ``candidate`` issued ``cert``: names match and its key verifies the signature
     (both checked by cryptography, which compares the names without building Name objects:
-    at 10,000 Secrets those were millions of allocations)."""
+    at 10,000 Secrets those were millions of allocations). cryptography refuses MD5 and
+    unknown signature algorithms here, so such a certificate was signed by nobody."""
     try:
         cert.verify_directly_issued_by(candidate)
-    except (ValueError, TypeError, InvalidSignature):
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
         return False
     return True
 

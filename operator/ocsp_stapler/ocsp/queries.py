@@ -11,21 +11,28 @@ from __future__ import annotations
 
 import base64
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import quote
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
+from ocsp_stapler.ocsp.der import spki_key_bits
 from ocsp_stapler.ocsp.transport import OCSP_REQUEST_TYPE, HttpRequest
 
 HashName = Literal["sha1", "sha256"]
 MAX_GET_LENGTH = 255
 
+CERTID_HASHES = ("sha1", "sha224", "sha256", "sha384", "sha512")
+"""The CertID hashes an answer may use to name our certificate. MD5 is not among them: a
+CertID is a name, but a name an attacker can collide with is no name."""
+
 _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
     "sha1": hashes.SHA1,
+    "sha224": hashes.SHA224,
     "sha256": hashes.SHA256,
     "sha384": hashes.SHA384,
     "sha512": hashes.SHA512,
@@ -38,50 +45,52 @@ def _digest(algorithm: hashes.HashAlgorithm, data: bytes) -> bytes:
     return h.finalize()
 
 
-def _der_header(data: bytes, offset: int) -> tuple[int, int]:
-    """(offset of the content, content length) of the DER element starting at ``offset``."""
-    first = data[offset + 1]
-    if first < 0x80:
-        return offset + 2, first
-    count = first & 0x7F
-    length = int.from_bytes(data[offset + 2 : offset + 2 + count], "big")
-    return offset + 2 + count, length
-
-
 def public_key_bits(cert: x509.Certificate) -> bytes:
     """The subjectPublicKey BIT STRING's bits (what CertID and ResponderID byKey hash)."""
     spki = cert.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    start, _ = _der_header(spki, 0)  # SubjectPublicKeyInfo SEQUENCE
-    alg_start, alg_len = _der_header(spki, start)  # AlgorithmIdentifier
-    bits_start, bits_len = _der_header(spki, alg_start + alg_len)  # BIT STRING
-    return spki[bits_start + 1 : bits_start + bits_len]  # skip the unused-bits octet
+    return spki_key_bits(spki)
 
 
 @dataclass(frozen=True)
 class CertID:
-    """What an OCSP response must echo back for it to be about our certificate."""
+    """What an OCSP response must echo back for it to be about our certificate.
+
+    The digests are those of ``hash_algorithm`` (what a request sends); ``matches`` accepts a
+    SingleResponse that names the same certificate under any hash in ``CERTID_HASHES``,
+    because each answer of a multi-answer response carries its own algorithm.
+    """
 
     hash_algorithm: str
     issuer_name_hash: bytes
     issuer_key_hash: bytes
     serial_number: int
+    issuer_name_der: bytes = field(default=b"", repr=False, compare=False)
+    issuer_key_bits: bytes = field(default=b"", repr=False, compare=False)
 
     @classmethod
     def for_serial(
         cls, issuer: x509.Certificate, serial_number: int, hash_name: str = "sha1"
     ) -> CertID:
         """RFC 6960 4.1.1: hashes of the issuer's DER name and of its public key's bits."""
+        return cls._of(
+            issuer.subject.public_bytes(), public_key_bits(issuer), serial_number, hash_name
+        )
+
+    @classmethod
+    def _of(cls, name_der: bytes, key_bits: bytes, serial_number: int, hash_name: str) -> CertID:
         try:
             algorithm = _HASHES[hash_name]
         except KeyError:
             raise ValueError(f"unsupported CertID hash {hash_name!r}") from None
         return cls(
             hash_algorithm=hash_name,
-            issuer_name_hash=_digest(algorithm(), issuer.subject.public_bytes()),
-            issuer_key_hash=_digest(algorithm(), public_key_bits(issuer)),
+            issuer_name_hash=_digest(algorithm(), name_der),
+            issuer_key_hash=_digest(algorithm(), key_bits),
             serial_number=serial_number,
+            issuer_name_der=name_der,
+            issuer_key_bits=key_bits,
         )
 
     @classmethod
@@ -91,11 +100,25 @@ class CertID:
         return cls.for_serial(issuer, leaf.serial_number, hash_name)
 
     def matches(self, single: ocsp.OCSPSingleResponse) -> bool:
+        """Whether ``single`` answers for our certificate, in whatever accepted hash it uses.
+
+        An answer in a hash cryptography cannot name (MD5, SHA-3, an unknown OID) is nobody's.
+        """
+        if single.serial_number != self.serial_number:
+            return False
+        try:
+            name = single.hash_algorithm.name
+        except UnsupportedAlgorithm:
+            return False
+        if name == self.hash_algorithm:
+            ours = self
+        elif name in CERTID_HASHES and self.issuer_key_bits:
+            ours = self._of(self.issuer_name_der, self.issuer_key_bits, self.serial_number, name)
+        else:
+            return False
         return (
-            single.hash_algorithm.name == self.hash_algorithm
-            and single.issuer_name_hash == self.issuer_name_hash
-            and single.issuer_key_hash == self.issuer_key_hash
-            and single.serial_number == self.serial_number
+            single.issuer_name_hash == ours.issuer_name_hash
+            and single.issuer_key_hash == ours.issuer_key_hash
         )
 
 

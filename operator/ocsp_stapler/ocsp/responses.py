@@ -28,23 +28,49 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.x509 import ocsp
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
-from ocsp_stapler.ocsp.chains import signed_by
+from ocsp_stapler.ocsp import der
+from ocsp_stapler.ocsp.chains import is_ca, signed_by
 from ocsp_stapler.ocsp.errors import (
     CertIDMismatch,
     Expired,
     NoNextUpdate,
     NotYetValid,
+    OCSPError,
     ResponderError,
     ResponseMalformed,
     SignatureInvalid,
     SignerUnauthorized,
     Stale,
 )
-from ocsp_stapler.ocsp.queries import CertID, public_key_bits
+from ocsp_stapler.ocsp.queries import CERTID_HASHES, CertID, public_key_bits
 
 MAX_RESPONSE_BYTES = 64 * 1024
+
+MAX_SINGLE_RESPONSES = 64
+"""A response answering more certificates than this is refused (CAs batch at most a few)."""
+
+MAX_CARRIED_CERTIFICATES = 8
+"""At most this many certificates carried in a response are tried as its signer."""
+
+WEAK_SIGNATURE_HASHES = frozenset({"md5"})
+"""Signatures over these hashes are refused everywhere (SHA-1 stays: real CAs still use it)."""
+
+_DELEGATE_CRITICAL_OK = frozenset(
+    {
+        ExtensionOID.BASIC_CONSTRAINTS,
+        ExtensionOID.KEY_USAGE,
+        ExtensionOID.EXTENDED_KEY_USAGE,
+        ExtensionOID.SUBJECT_ALTERNATIVE_NAME,
+        ExtensionOID.SUBJECT_KEY_IDENTIFIER,
+        ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
+        ExtensionOID.OCSP_NO_CHECK,
+        ExtensionOID.CERTIFICATE_POLICIES,
+    }
+)
+"""Extensions a delegated responder certificate may mark critical: those checked here, and
+those that only describe it. Any other critical extension is one we would be ignoring."""
 
 
 class CertStatus(enum.StrEnum):
@@ -85,9 +111,21 @@ class Staple:
     """nextUpdate, or thisUpdate + assumed validity when the policy allowed its absence."""
     revocation_time: datetime.datetime | None = None
     revocation_reason: str | None = None
+    """The CRLReason's name (RFC 5280), when it is one of the defined codes."""
+    revocation_reason_code: int | None = None
+    """The raw CRLReason code, whatever it is (7 is unused, above 10 undefined)."""
 
     def valid_at(self, now: datetime.datetime) -> bool:
         return self.expires_at > now
+
+    @property
+    def revocation_label(self) -> str | None:
+        """ "keyCompromise", "reason code 7" or None: how a revocation reads everywhere."""
+        if self.revocation_reason:
+            return self.revocation_reason
+        if self.revocation_reason_code is not None:
+            return f"reason code {self.revocation_reason_code}"
+        return None
 
 
 _STATUS = {
@@ -118,17 +156,27 @@ def parse_response(der: bytes) -> ocsp.OCSPResponse:
     return resp
 
 
-def _single_for(resp: ocsp.OCSPResponse, cert_id: CertID) -> ocsp.OCSPSingleResponse:
-    try:
-        singles = list(resp.responses)
-    except ValueError as exc:
-        raise ResponseMalformed(f"unreadable SingleResponses: {exc}") from None
-    matching = [s for s in singles if cert_id.matches(s)]
+def _single_for(resp: ocsp.OCSPResponse, cert_id: CertID) -> tuple[int, ocsp.OCSPSingleResponse]:
+    """The answer for our certificate (and its position), each answer read in its own hash.
+
+    Two answers for our certificate are refused unless one says revoked: a CA that says
+    revoked anywhere is believed, and never hidden behind a contradicting good.
+    """
+    singles = list(resp.responses)
+    if len(singles) > MAX_SINGLE_RESPONSES:
+        raise CertIDMismatch(
+            f"the response holds {len(singles)} answers, more than {MAX_SINGLE_RESPONSES}"
+        )
+    matching = [(i, s) for i, s in enumerate(singles) if cert_id.matches(s)]
+    if len(matching) > 1:
+        revoked = [m for m in matching if m[1].certificate_status is ocsp.OCSPCertStatus.REVOKED]
+        if revoked:
+            return revoked[0]
     if len(matching) != 1:
         serials = ", ".join(format(s.serial_number, "X") for s in singles[:4]) or "none"
         raise CertIDMismatch(
             f"expected exactly one answer for serial {cert_id.serial_number:X} "
-            f"({cert_id.hash_algorithm}), found {len(matching)} among {len(singles)} "
+            f"(in {', '.join(CERTID_HASHES)}), found {len(matching)} among {len(singles)} "
             f"(serials: {serials})"
         )
     return matching[0]
@@ -149,6 +197,8 @@ def verify_signature(resp: ocsp.OCSPResponse, signer: x509.Certificate) -> None:
         algorithm = resp.signature_hash_algorithm
     except UnsupportedAlgorithm as exc:
         raise SignatureInvalid(f"unsupported signature algorithm: {exc}") from None
+    if isinstance(algorithm, hashes.HashAlgorithm) and algorithm.name in WEAK_SIGNATURE_HASHES:
+        raise SignatureInvalid(f"{algorithm.name.upper()} signatures are refused")
     try:
         if isinstance(key, rsa.RSAPublicKey):
             if not isinstance(algorithm, hashes.HashAlgorithm):
@@ -166,7 +216,7 @@ def verify_signature(resp: ocsp.OCSPResponse, signer: x509.Certificate) -> None:
         raise SignatureInvalid(
             f"signature does not verify under {signer.subject.rfc4514_string()}"
         ) from None
-    except (TypeError, ValueError) as exc:  # key and algorithm do not fit together
+    except (TypeError, ValueError, UnsupportedAlgorithm) as exc:  # key and algorithm misfit
         raise SignatureInvalid(f"signature cannot be checked: {exc}") from None
 
 
@@ -176,17 +226,38 @@ def _check_delegate(
     now: datetime.datetime,
     skew: datetime.timedelta,
 ) -> None:
+    """RFC 6960 4.2.2.2 and CA/B Forum BR 7.1.2.8: what makes a certificate a responder's."""
     who = delegate.subject.rfc4514_string()
     if not signed_by(delegate, issuer):
         raise SignerUnauthorized(
             f"delegated signer {who} was not issued by the certificate's issuer"
         )
+    extensions = delegate.extensions
     try:
-        eku = delegate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        eku = extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:
         raise SignerUnauthorized(f"delegated signer {who} has no extended key usage") from None
     if ExtendedKeyUsageOID.OCSP_SIGNING not in eku:
         raise SignerUnauthorized(f"delegated signer {who} lacks id-kp-OCSPSigning")
+    if is_ca(delegate):
+        raise SignerUnauthorized(
+            f"delegated signer {who} is a CA certificate (basicConstraints cA): "
+            "a CA's key must not sign as a delegated responder (CA/B BR 7.1.2.8)"
+        )
+    try:
+        key_usage = extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        key_usage = None
+    if key_usage is not None and not key_usage.digital_signature:
+        raise SignerUnauthorized(f"delegated signer {who}: keyUsage lacks digitalSignature")
+    unknown = [
+        e.oid.dotted_string for e in extensions if e.critical and e.oid not in _DELEGATE_CRITICAL_OK
+    ]
+    if unknown:
+        raise SignerUnauthorized(
+            f"delegated signer {who} carries critical extensions we do not process: "
+            + ", ".join(unknown)
+        )
     if not (delegate.not_valid_before_utc - skew <= now <= delegate.not_valid_after_utc + skew):
         raise SignerUnauthorized(
             f"delegated signer {who} is not valid now "
@@ -201,22 +272,54 @@ def _authenticate(
     now: datetime.datetime,
     skew: datetime.timedelta,
 ) -> Signer:
+    """Who signed: the issuer, or a delegate it authorized. Every certificate the response
+    carries that the ResponderID designates is tried (a same-name decoy listed first must
+    not hide the real signer); the first refusal is reported when none verifies."""
+    refusals: list[OCSPError] = []
     if _names_responder(resp, issuer):
-        verify_signature(resp, issuer)
-        return Signer.ISSUER
-    delegates = [c for c in resp.certificates if _names_responder(resp, c)]
-    if not delegates:
-        raise SignerUnauthorized(
-            "the response is signed neither by the issuer nor by a certificate it carries"
-        )
-    delegate = delegates[0]
-    _check_delegate(delegate, issuer, now, skew)
-    verify_signature(resp, delegate)
-    return Signer.DELEGATED
+        try:
+            verify_signature(resp, issuer)
+        except SignatureInvalid as exc:
+            refusals.append(exc)
+        else:
+            return Signer.ISSUER
+    carried = resp.certificates
+    delegates = [c for c in carried[:MAX_CARRIED_CERTIFICATES] if _names_responder(resp, c)]
+    for delegate in delegates:
+        try:
+            _check_delegate(delegate, issuer, now, skew)
+            verify_signature(resp, delegate)
+        except (SignerUnauthorized, SignatureInvalid) as exc:
+            refusals.append(exc)
+            continue
+        return Signer.DELEGATED
+    if refusals:
+        raise refusals[0]
+    raise SignerUnauthorized(
+        "the response is signed neither by the issuer nor by a certificate it carries"
+    )
+
+
+def _revocation(
+    resp: ocsp.OCSPResponse, index: int, single: ocsp.OCSPSingleResponse
+) -> tuple[datetime.datetime | None, str | None, int | None]:
+    """(time, reason name, raw reason code) of a revoked answer. An odd reason code never
+    hides the revocation: cryptography refuses codes outside its enum (7, 11, ...), so the
+    raw number is read from the DER; a reason that cannot be read at all is just absent."""
+    when = single.revocation_time_utc
+    try:
+        code = der.revocation_reason_code(resp.tbs_response_bytes, index)
+    except der.DerError:
+        code = None
+    try:
+        flag = single.revocation_reason
+    except ValueError:
+        flag = None
+    return when, (flag.value if flag is not None else None), code
 
 
 def verify_response(
-    der: bytes,
+    der_bytes: bytes,
     *,
     cert_id: CertID,
     issuer: x509.Certificate,
@@ -224,18 +327,34 @@ def verify_response(
     policy: VerifyPolicy | None = None,
     held: Staple | None = None,
 ) -> Staple:
-    """Return the verified Staple, or raise the OCSPError that says why it is not one."""
+    """Return the verified Staple, or raise the OCSPError that says why it is not one.
+
+    Nothing but ``OCSPError`` leaves this function, whatever the bytes: cryptography parses
+    lazily, so every field is read inside one guard that names a malformed part.
+    """
     policy = policy or VerifyPolicy()
-    resp = parse_response(der)
-    try:  # cryptography parses lazily: malformed parts surface only when read
-        single = _single_for(resp, cert_id)
+    resp = parse_response(der_bytes)
+    try:
+        index, single = _single_for(resp, cert_id)
         signer = _authenticate(resp, issuer, now, policy.skew)
         this_update, next_update = single.this_update_utc, single.next_update_utc
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        produced_at = resp.produced_at_utc
+        status = _STATUS[single.certificate_status]
+        revocation_time, revocation_reason, reason_code = (
+            _revocation(resp, index, single) if status is CertStatus.REVOKED else (None, None, None)
+        )
+        serial_number = single.serial_number
+    except (ValueError, TypeError, KeyError, UnsupportedAlgorithm) as exc:
         raise ResponseMalformed(f"malformed response: {exc}") from None
 
     if this_update > now + policy.skew:
         raise NotYetValid(f"thisUpdate {this_update.isoformat()} is in the future")
+    if produced_at > now + policy.skew:
+        raise NotYetValid(f"producedAt {produced_at.isoformat()} is in the future")
+    if next_update is not None and next_update < this_update:
+        raise ResponseMalformed(
+            f"nextUpdate {next_update.isoformat()} is before thisUpdate {this_update.isoformat()}"
+        )
     if next_update is None:
         if policy.require_next_update:
             raise NoNextUpdate("the response has no nextUpdate")
@@ -249,33 +368,26 @@ def verify_response(
             f"thisUpdate {this_update.isoformat()} is older than the held one's "
             f"{held.this_update.isoformat()}"
         )
-
-    status = _STATUS[single.certificate_status]
-    revocation_time = revocation_reason = None
-    if status is CertStatus.REVOKED:
-        revocation_time = single.revocation_time_utc
-        reason = single.revocation_reason
-        revocation_reason = reason.value if reason is not None else None
     return Staple(
-        der=der,
+        der=der_bytes,
         status=status,
-        serial_number=single.serial_number,
+        serial_number=serial_number,
         this_update=this_update,
         next_update=next_update,
-        produced_at=resp.produced_at_utc,
+        produced_at=produced_at,
         signer=signer,
         expires_at=expires_at,
         revocation_time=revocation_time,
         revocation_reason=revocation_reason,
+        revocation_reason_code=reason_code,
     )
 
 
-def cert_id_in(der: bytes, leaf: x509.Certificate, issuer: x509.Certificate) -> CertID:
-    """The CertID to expect in a response we did not request (a staple read from a Secret):
-    our certificate, hashed with whatever algorithm the response's first answer uses."""
-    resp = parse_response(der)
-    try:
-        first = next(iter(resp.responses))
-    except (StopIteration, ValueError):
-        raise ResponseMalformed("the response holds no SingleResponse") from None
-    return CertID.of(leaf, issuer, first.hash_algorithm.name)
+def cert_id_in(der_bytes: bytes, leaf: x509.Certificate, issuer: x509.Certificate) -> CertID:
+    """The CertID to expect in a response we did not request (a staple read from a Secret).
+
+    Any answer naming our certificate in an accepted hash matches it (``CertID.matches``), so
+    the response is not consulted: a hostile first answer cannot choose the hash for us.
+    """
+    del der_bytes
+    return CertID.of(leaf, issuer)
