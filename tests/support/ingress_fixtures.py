@@ -49,13 +49,16 @@ async def start(
     """Start ingress processes for this test's namespace (settings through the environment)."""
     started: list[IngressProcess] = []
 
-    async def run(*, workers: int = 2, **env: str) -> IngressProcess:
+    async def run(
+        *, workers: int = 2, more_namespaces: tuple[str, ...] = (), **env: str
+    ) -> IngressProcess:
         proc = start_ingress(
             kubeconfig=cluster.kubeconfig,
             namespace=namespace,
             log=tmp_path / f"ingress-{len(started)}.log",
             workers=workers,
             env={f"OCSP_STAPLER_{k.upper()}": v for k, v in env.items()},
+            more_namespaces=more_namespaces,
         )
         started.append(proc)
         await proc.ready()

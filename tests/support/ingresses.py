@@ -11,6 +11,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from devcluster.pki import Issued, TestPKI
@@ -75,10 +76,12 @@ def start_ingress(
     log: Path,
     workers: int = 2,
     env: dict[str, str] | None = None,
+    more_namespaces: tuple[str, ...] = (),
 ) -> IngressProcess:
     https_port, http_port, health_port = free_port(), free_port(), free_port()
+    extra = [arg for ns in more_namespaces for arg in ("--namespace", ns)]
     argv = [
-        CLI, "ingress", "--namespace", namespace, "--kubeconfig", str(kubeconfig),
+        CLI, "ingress", "--namespace", namespace, *extra, "--kubeconfig", str(kubeconfig),
         "--https-port", str(https_port), "--http-port", str(http_port),
         "--health-port", str(health_port), "--workers", str(workers), "--bind-address", "127.0.0.1",
     ]  # fmt: skip
@@ -153,9 +156,9 @@ async def publish(
     name: str | None = None,
     path: str = "/",
     path_type: str = "Prefix",
-) -> None:
+) -> dict[str, Any]:
     """An Ingress of our class routing ``host`` to ``service``, with TLS from ``secret``."""
-    await api.create(
+    return await api.create(
         ingress_path(namespace),
         ingress_object(
             namespace,
@@ -174,3 +177,12 @@ def staple_in(s_client_output: str) -> str | None:
         if f"Cert Status: {status}" in s_client_output:
             return status
     return None
+
+
+async def events_on_ingress(api: ApiClient, namespace: str, name: str) -> list[dict[str, Any]]:
+    """The Events posted about one Ingress."""
+    listed = await api.get(
+        resource_path(api_version="v1", plural="events", namespace=namespace),
+        fieldSelector=f"involvedObject.kind=Ingress,involvedObject.name={name}",
+    )
+    return list(listed.get("items", []))

@@ -7,12 +7,19 @@
 | ocsp_stapler_ingress_requests_total | counter | code |
 | ocsp_stapler_ingress_upstream_latency_seconds | histogram | |
 | ocsp_stapler_ingress_connections | gauge | |
+| ocsp_stapler_ingress_secret_problems | gauge | reason |
+| ocsp_stapler_ingress_publish_failures_total | counter | stage |
 
 ``version`` is TLSv1.2 or TLSv1.3; ``staple`` is served, not_served (asked, none valid) or
-not_requested (the client sent no status_request).
+not_requested (the client sent no status_request). ``secret_problems`` counts the Secrets
+our Ingresses name that are not (fully) served, by reason (``snapshots.REASONS``: e.g.
+KeyMismatch, not served; StapleRejected, served without a staple); ``publish_failures``
+counts configurations that could not be built or sent (``stage`` build or send), each of
+which left the previous configuration in place.
 
 Workers are processes, so each keeps plain counters and sends a snapshot every second; the
-watcher keeps the latest snapshot per worker and adds them up at scrape time.
+watcher keeps the latest snapshot per worker and adds them up at scrape time. The Secret
+and publish metrics are the watcher's own.
 """
 
 from __future__ import annotations
@@ -76,8 +83,11 @@ class WorkerMetrics:
 class IngressCollector(Collector):
     """Sums the latest snapshot of every worker (including workers that were restarted)."""
 
-    def __init__(self) -> None:
+    def __init__(self, reasons: tuple[str, ...] = ()) -> None:
         self.snapshots: dict[str, dict[str, Any]] = {}
+        self.secret_problems: dict[str, int] = dict.fromkeys(reasons, 0)
+        """Secrets with a problem, by reason, as of the last build (set by the watcher)."""
+        self.publish_failures: Counter[str] = Counter()
 
     def collect(self) -> Iterator[Any]:
         handshakes: Counter[str] = Counter()
@@ -126,3 +136,19 @@ class IngressCollector(Collector):
         yield GaugeMetricFamily(
             "ocsp_stapler_ingress_connections", "Open client connections.", value=connections
         )
+        problems = GaugeMetricFamily(
+            "ocsp_stapler_ingress_secret_problems",
+            "TLS Secrets named by our Ingresses that are not served, or served without a staple.",
+            labels=["reason"],
+        )
+        for reason, n in sorted(self.secret_problems.items()):
+            problems.add_metric([reason], n)
+        yield problems
+        failures_family = CounterMetricFamily(
+            "ocsp_stapler_ingress_publish_failures",
+            "Configurations that could not be built or sent (the previous one stayed).",
+            labels=["stage"],
+        )
+        for stage in ("build", "send"):
+            failures_family.add_metric([stage], self.publish_failures[stage])
+        yield failures_family

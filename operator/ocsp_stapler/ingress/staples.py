@@ -4,6 +4,10 @@ Checked when a Secret changes (not per handshake): the staple must parse, be a r
 exactly this certificate from its issuer (in the chain), be signed by the issuer or its
 delegate, and be unexpired; per handshake only the expiry time is compared with the clock.
 A staple that fails any of this is not served: no staple is better than a wrong one.
+
+The bytes come from a tenant's Secret, and the ingress is shared: whatever the parsers raise
+(their own ``OCSPError`` or anything else) ends here as a rejected check, never as an
+exception that would stop the watcher from publishing every other tenant's configuration.
 """
 
 from __future__ import annotations
@@ -24,23 +28,41 @@ class ServableStaple:
     status: str
 
 
-def servable_staple(
-    der: bytes | None, chain_pem: bytes, *, now: datetime.datetime
-) -> tuple[ServableStaple | None, str]:
-    """The staple to serve (or None) and a short reason for logs."""
+@dataclass(frozen=True)
+class StapleCheck:
+    """The verdict on a Secret's staple."""
+
+    staple: ServableStaple | None
+    """What to serve, or None."""
+    note: str
+    """A short reason for logs ("ok", "no staple in the Secret", why it was refused)."""
+    rejected: bool = False
+    """A staple was there and is refused (a problem worth a Warning), as opposed to none, or
+    one that honestly says unknown."""
+
+
+def servable_staple(der: bytes | None, chain_pem: bytes, *, now: datetime.datetime) -> StapleCheck:
+    """Check a staple against the Secret's chain; never raises."""
     if not der:
-        return None, "no staple in the Secret"
+        return StapleCheck(None, "no staple in the Secret")
     try:
         chain = assemble_chain(chain_pem)
         if chain.issuer is None:
-            return None, "the issuer is not in tls.crt: the staple cannot be checked"
+            return StapleCheck(
+                None, "the issuer is not in tls.crt: the staple cannot be checked", rejected=True
+            )
         staple = verify_response(
             der, cert_id=cert_id_in(der, chain.leaf, chain.issuer), issuer=chain.issuer, now=now
         )
     except OCSPError as exc:
-        return None, str(exc)
+        return StapleCheck(None, str(exc), rejected=True)
+    except Exception as exc:  # hostile bytes end in a verdict, whatever raised
+        return StapleCheck(None, f"unreadable staple ({type(exc).__name__}: {exc})", rejected=True)
     if staple.status is CertStatus.UNKNOWN:
-        return None, "the staple says unknown"
-    return ServableStaple(
-        der=der, expires_at=staple.expires_at.timestamp(), status=staple.status.value
-    ), "ok"
+        return StapleCheck(None, "the staple says unknown")
+    return StapleCheck(
+        ServableStaple(
+            der=der, expires_at=staple.expires_at.timestamp(), status=staple.status.value
+        ),
+        "ok",
+    )

@@ -6,6 +6,13 @@ worker that dies (its socket, and the connections queued on it, survive). Every 
 by an informer schedules a rebuild 20 ms later; a snapshot that differs from the last one is
 sent to every worker, so a new staple or certificate reaches new handshakes well within a
 second. SIGTERM stops the informers and drains the workers.
+
+The ingress is shared by every tenant, so nothing one of them writes may stop it: the builder
+judges each Secret on its own (``snapshots``), and a build or send that fails anyway is
+logged (with its traceback, once), counted, and retried on the next change and after
+``RETRY`` seconds, while the workers keep the previous configuration; /readyz says so. A
+Secret the builder cannot use is logged once per version, counted by reason, and reported by
+a Warning Event on each Ingress that names it.
 """
 
 from __future__ import annotations
@@ -32,14 +39,19 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from ocsp_stapler.ingress import channel
 from ocsp_stapler.ingress.metrics import IngressCollector
 from ocsp_stapler.ingress.settings import IngressSettings
-from ocsp_stapler.ingress.snapshots import SnapshotBuilder
+from ocsp_stapler.ingress.snapshots import REASONS, SecretProblem, SnapshotBuilder
 from ocsp_stapler.k8s.client import ApiClient, Credentials, resource_path
+from ocsp_stapler.k8s.events import EventPoster
 from ocsp_stapler.k8s.informers import Informer
-from ocsp_stapler.names import TLS_SECRET_TYPE
+from ocsp_stapler.names import COMPONENT, TLS_SECRET_TYPE
 
 logger = logging.getLogger("ocsp_stapler.ingress")
 
 DEBOUNCE = 0.02
+RETRY = 5.0
+"""Seconds after a failed build or send before it is tried again (changes try at once)."""
+EVENT_POSTS = 4
+"""Events posted at the same time (a burst of broken Secrets must not flood the API)."""
 
 
 def utcnow() -> datetime.datetime:
@@ -91,11 +103,17 @@ class WorkerHandle:
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
 
+def _effect(p: SecretProblem) -> str:
+    if p.served:
+        return "its hosts are served without a staple"
+    return "its hosts are not served (clients get the default certificate)"
+
+
 class Supervisor:
     def __init__(self, settings: IngressSettings, *, credentials: Credentials) -> None:
         self.settings = settings
         self.credentials = credentials
-        self.collector = IngressCollector()
+        self.collector = IngressCollector(REASONS)
         self.registry = CollectorRegistry()
         self.registry.register(self.collector)
         self.workers: list[WorkerHandle] = []
@@ -114,6 +132,16 @@ class Supervisor:
         self.stopping = False
         self.sent = asyncio.Event()
         self.updates = 0
+        self.publish_error: str | None = None
+        """Why the last configuration could not be built or sent (None once one was)."""
+        self.events: EventPoster | None = None
+        self._publishing = asyncio.Lock()
+        self._retry: asyncio.TimerHandle | None = None
+        self._errors_logged: set[str] = set()
+        self._announced: set[tuple[str, str, str]] = set()
+        self._posted: set[tuple[str, str, str, str]] = set()
+        self._posting = asyncio.Semaphore(EVENT_POSTS)
+        self._background: set[asyncio.Task[Any]] = set()
 
     # ---------------------------------------------------------------- configuration
 
@@ -167,7 +195,12 @@ class Supervisor:
 
     def _publish_soon(self) -> None:
         self._rebuild = None
-        asyncio.get_running_loop().create_task(self.publish())
+        self._in_background(self.publish())
+
+    def _in_background(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)  # a reference, so the task is not collected mid-way
+        task.add_done_callback(self._background.discard)
 
     def build(self) -> dict[str, Any]:
         return self.builder.build(
@@ -179,29 +212,100 @@ class Supervisor:
         )
 
     async def publish(self) -> None:
-        snapshot = self.build()
-        digest = hashlib.sha256(json.dumps(snapshot, sort_keys=True).encode()).hexdigest()
-        if digest == self._snapshot_digest:
-            return
-        self.snapshot, self._snapshot_digest = snapshot, digest
-        self.updates += 1
-        for worker in self.workers:
-            await self._send(worker, snapshot)
-        self.sent.set()
-        logger.info(
-            "configuration %d: %d certificate(s), %d upstream(s)",
-            self.updates,
-            len(snapshot["certs"]),
-            len(snapshot["routes"]["upstreams"]),
-        )
+        """Build and send a configuration; never raises (one at a time, so that workers get
+        snapshots in the order they were built)."""
+        async with self._publishing:
+            try:
+                snapshot = self.build()
+                digest = hashlib.sha256(json.dumps(snapshot, sort_keys=True).encode()).hexdigest()
+            except Exception as exc:
+                self._failed("build", exc)
+                return
+            self._report_problems()
+            if digest == self._snapshot_digest:
+                self.publish_error = None
+                return
+            self.snapshot, self._snapshot_digest = snapshot, digest
+            self.updates += 1
+            sent = [await self._send(worker, snapshot) for worker in self.workers]
+            if all(sent):
+                self.publish_error = None
+            else:
+                self._snapshot_digest = ""  # so that the retry sends it again
+            self.sent.set()
+            logger.info(
+                "configuration %d: %d certificate(s), %d upstream(s)",
+                self.updates,
+                len(snapshot["certs"]),
+                len(snapshot["routes"]["upstreams"]),
+            )
 
-    async def _send(self, worker: WorkerHandle, snapshot: dict[str, Any]) -> None:
+    def _failed(self, stage: str, exc: Exception) -> None:
+        """Log (with the traceback the first time), count, and try again later."""
+        self.collector.publish_failures[stage] += 1
+        self.publish_error = f"{stage}: {exc!r}"[:500]
+        signature = f"{stage} {type(exc).__name__} {exc}"
+        if signature not in self._errors_logged:
+            self._errors_logged.add(signature)
+            logger.exception(
+                "the configuration could not be %s; the previous one stays in place",
+                "built" if stage == "build" else "sent",
+            )
+        else:
+            logger.warning("the configuration could not be %s again: %r", stage, exc)
+        if self._retry is None and not self.stopping:
+
+            def retry() -> None:
+                self._retry = None
+                self.changed()
+
+            self._retry = asyncio.get_running_loop().call_later(RETRY, retry)
+
+    async def _send(self, worker: WorkerHandle, snapshot: dict[str, Any]) -> bool:
         if worker.writer is None:
-            return
+            return True
         try:
             await channel.send(worker.writer, snapshot)
-        except (ConnectionError, OSError) as exc:
+        except (ConnectionError, OSError) as exc:  # it died: restarted with the latest one
             logger.warning("worker %d did not take the configuration: %s", worker.index, exc)
+        except Exception as exc:
+            self._failed("send", exc)
+            return False
+        return True
+
+    # ------------------------------------------------------------ Secret problems
+
+    def _report_problems(self) -> None:
+        """Count the builder's Secret problems; log each new one once and post a Warning
+        Event on every Ingress that names the Secret (once per Ingress and problem)."""
+        problems = self.builder.problems
+        counts = dict.fromkeys(REASONS, 0)
+        announced: set[tuple[str, str, str]] = set()
+        posted: set[tuple[str, str, str, str]] = set()
+        for p in problems.values():
+            counts[p.reason] = counts.get(p.reason, 0) + 1
+            key = (p.secret, p.reason, p.digest)
+            announced.add(key)
+            if key not in self._announced:
+                logger.warning("Secret %s: %s: %s; %s", p.secret, p.reason, p.message, _effect(p))
+            for ref in self.builder.referrers.get(p.secret, []):
+                post_key = (f"{ref['namespace']}/{ref['name']}/{ref['uid']}", *key)
+                posted.add(post_key)
+                if post_key not in self._posted and self.events is not None:
+                    self._in_background(self._post(ref, p))
+        self.collector.secret_problems = counts
+        self._announced, self._posted = announced, posted
+
+    async def _post(self, ingress: dict[str, str], p: SecretProblem) -> None:
+        if self.events is None:
+            return
+        async with self._posting:
+            await self.events.post(
+                ingress,
+                type="Warning",
+                reason=p.reason,
+                message=f"TLS Secret {p.secret}: {p.message}; {_effect(p)}",
+            )
 
     # --------------------------------------------------------------------- workers
 
@@ -268,10 +372,15 @@ class Supervisor:
             )
 
         async def readyz(_r: web.Request) -> web.Response:
+            # Ready once a configuration was sent, even if a later one failed: taking every
+            # tenant off the Service for it would be worse than serving the previous one.
             ready = self.alive() and self.sent.is_set()
-            return web.Response(
-                text="ready" if ready else "not ready", status=200 if ready else 503
-            )
+            text = "ready" if ready else "not ready"
+            if self.publish_error is not None:
+                text += f"; the last configuration failed ({self.publish_error}); " + (
+                    "the previous one is served" if self.sent.is_set() else "none sent yet"
+                )
+            return web.Response(text=text, status=200 if ready else 503)
 
         async def metrics(_r: web.Request) -> web.Response:
             return web.Response(
@@ -302,6 +411,9 @@ class Supervisor:
             self.workers.append(WorkerHandle(index=i, https=https, http=http))
         runner = await self._health_app() if s.health_port else None
         async with ApiClient(self.credentials, user_agent="ocsp-stapler-ingress") as api:
+            self.events = EventPoster(
+                api, clock=utcnow, reporting_component=f"{COMPONENT}.dev/ingress"
+            )
             self._make_informers(api)
             tasks = [loop.create_task(i.run()) for group in self.informers.values() for i in group]
             for worker in self.workers:
@@ -315,6 +427,9 @@ class Supervisor:
             )
             await stop.wait()
             self.stopping = True
+            if self._retry is not None:
+                self._retry.cancel()
+            tasks += self._background
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

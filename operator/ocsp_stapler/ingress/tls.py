@@ -62,6 +62,32 @@ def dns_names(cert: x509.Certificate) -> tuple[str, ...]:
     return tuple(n.lower() for n in san.get_values_for_type(x509.DNSName))
 
 
+def server_context(chain_pem: bytes, key_pem: bytes) -> tuple[SSL.Context, x509.Certificate]:
+    """A server Context holding this chain and key (no callbacks yet), and the leaf.
+
+    The watcher builds one too, as a trial, before it publishes a certificate: what OpenSSL
+    refuses (a key that does not fit, one too weak for its security level) is then reported
+    once for the Secret instead of being found by every worker."""
+    certs = x509.load_pem_x509_certificates(chain_pem)
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
+    ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
+    ctx.set_options(
+        SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE | SSL.OP_NO_RENEGOTIATION
+    )
+    ctx.set_cipher_list(_CIPHERS)
+    # Full handshakes only: each worker process would have its own ticket key and session
+    # cache, so a returning client (spread by SO_REUSEPORT) would rarely resume anyway.
+    ctx.set_options(SSL.OP_NO_TICKET)
+    ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+    ctx.use_certificate(certs[0])
+    for extra in certs[1:]:
+        ctx.add_extra_chain_cert(extra)
+    ctx.use_privatekey(key)  # type: ignore[arg-type]
+    ctx.check_privatekey()
+    return ctx, certs[0]
+
+
 class CertificateStore:
     """All certificates a worker serves, and the SNI and OCSP callbacks over them."""
 
@@ -81,51 +107,23 @@ class CertificateStore:
     def _context(
         self, entry_staple: Staple, chain_pem: bytes, key_pem: bytes
     ) -> tuple[SSL.Context, bool, tuple[str, ...]]:
-        certs = x509.load_pem_x509_certificates(chain_pem)
-        key = serialization.load_pem_private_key(key_pem, password=None)
-        ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
-        ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
-        ctx.set_options(
-            SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE | SSL.OP_NO_RENEGOTIATION
-        )
-        ctx.set_cipher_list(_CIPHERS)
-        # Full handshakes only: each worker process would have its own ticket key and session
-        # cache, so a returning client (spread by SO_REUSEPORT) would rarely resume anyway.
-        ctx.set_options(SSL.OP_NO_TICKET)
-        ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
-        ctx.use_certificate(certs[0])
-        for extra in certs[1:]:
-            ctx.add_extra_chain_cert(extra)
-        ctx.use_privatekey(key)  # type: ignore[arg-type]
-        ctx.check_privatekey()
+        ctx, leaf = server_context(chain_pem, key_pem)
         ctx.set_tlsext_servername_callback(self._on_servername)
         ctx.set_ocsp_server_callback(self._on_status, data=entry_staple)
-        return ctx, must_staple(certs[0]), dns_names(certs[0])
+        return ctx, must_staple(leaf), dns_names(leaf)
 
-    def apply(self, certs: Mapping[str, Mapping[str, Any]], default_id: str | None) -> list[str]:
-        """Install a snapshot of certificates; return the ids that could not be loaded."""
+    def apply(self, certs: Mapping[str, Any], default_id: str | None) -> list[str]:
+        """Install a snapshot of certificates; return the ids that could not be loaded.
+
+        Each entry is on its own: one that cannot be used (whatever OpenSSL, cryptography or
+        the entry's own shape raises) is left out and the others are installed as usual."""
         failed: list[str] = []
         entries: dict[str, CertEntry] = {}
         for cert_id, c in certs.items():
-            current = self.entries.get(cert_id)
-            if current is not None and current.version == c["version"]:
-                entry = current
-            else:
-                staple = Staple()
-                try:
-                    ctx, strict_cert, names = self._context(
-                        staple, c["chain"].encode(), c["key"].encode()
-                    )
-                except (ValueError, TypeError, SSL.Error):
-                    failed.append(cert_id)
-                    continue
-                hosts = tuple(h.lower() for h in c.get("hosts") or ()) or names
-                entry = CertEntry(cert_id, c["version"], ctx, staple, strict_cert, hosts)
-            staple_der = c.get("staple")
-            # Swap the bytes in place: contexts built earlier keep pointing at this holder.
-            entry.staple.der = bytes.fromhex(staple_der) if staple_der else b""
-            entry.staple.expires_at = float(c.get("staple_expires") or 0.0)
-            entries[cert_id] = entry
+            try:
+                entries[cert_id] = self._entry(cert_id, c)
+            except Exception:  # one tenant's certificate never ends the others'
+                failed.append(str(cert_id))
         exact: dict[str, CertEntry] = {}
         wildcard: dict[str, CertEntry] = {}
         for entry in sorted(entries.values(), key=lambda e: e.id):
@@ -135,8 +133,28 @@ class CertificateStore:
                 else:
                     exact.setdefault(host, entry)
         self.entries, self.exact, self.wildcard = entries, exact, wildcard
-        self.default = entries.get(default_id or "") or next(iter(entries.values()), None)
+        default = entries.get(default_id) if isinstance(default_id, str) else None
+        self.default = default or next(iter(entries.values()), None)
         return failed
+
+    def _entry(self, cert_id: str, c: Mapping[str, Any]) -> CertEntry:
+        try:
+            staple_der = c.get("staple")
+            der = bytes.fromhex(staple_der) if staple_der else b""
+            expires_at = float(c.get("staple_expires") or 0.0)
+        except (TypeError, ValueError):  # an unreadable staple: the certificate, unstapled
+            der, expires_at = b"", 0.0
+        current = self.entries.get(cert_id)
+        if current is not None and current.version == c["version"]:
+            entry = current
+        else:
+            staple = Staple()
+            ctx, strict_cert, names = self._context(staple, c["chain"].encode(), c["key"].encode())
+            hosts = tuple(str(h).lower() for h in c.get("hosts") or ()) or names
+            entry = CertEntry(cert_id, c["version"], ctx, staple, strict_cert, hosts)
+        # Swap the bytes in place: contexts built earlier keep pointing at this holder.
+        entry.staple.der, entry.staple.expires_at = der, expires_at
+        return entry
 
     # ----------------------------------------------------------------- per connection
 

@@ -12,6 +12,11 @@ handshake has ``handshake_timeout`` to finish, a request head ``header_timeout``
 holds at most ``max_connections`` (more are closed at once). SIGTERM drains: listeners close,
 idle keep-alive connections close, requests in flight finish (told ``Connection: close``)
 within ``drain_timeout``.
+
+No snapshot content ends a worker or the certificates it already serves: an entry that
+cannot be loaded is left out (logged once per version), a route table that cannot be read
+leaves the previous one in place, and a message that cannot be applied at all is logged and
+the next one awaited.
 """
 
 from __future__ import annotations
@@ -78,6 +83,8 @@ class Worker:
         self.connections: set[ClientConnection] = set()
         self.draining = False
         self.configured = asyncio.Event()
+        self._refused: set[tuple[str, str]] = set()
+        """(certificate id, version) already logged as not loadable."""
 
     async def sweep(self) -> None:
         """Once a second: enforce every deadline (handshake, request head, idle keep-alive,
@@ -94,10 +101,28 @@ class Worker:
             self.metrics.connections = len(self.connections)
 
     def apply(self, message: dict[str, Any]) -> None:
-        self.table = table_from_wire(message["routes"])
-        failed = self.store.apply(message["certs"], message.get("default"))
-        for cert_id in failed:
-            logger.warning("certificate %s could not be loaded; not served", cert_id)
+        """Install a snapshot; each part on its own, and never raising."""
+        try:
+            self.table = table_from_wire(message["routes"])
+        except Exception:
+            logger.exception("the route table could not be read; the previous one stays")
+        certs = message.get("certs")
+        if isinstance(certs, dict):
+            try:
+                failed = self.store.apply(certs, message.get("default"))
+            except Exception:
+                logger.exception("the certificates could not be installed; the previous stay")
+                failed = []
+            refused = set()
+            for cert_id in failed:
+                c = certs.get(cert_id)
+                version = str(c.get("version")) if isinstance(c, dict) else ""
+                refused.add((cert_id, version))
+                if (cert_id, version) not in self._refused:
+                    logger.warning("certificate %s could not be loaded; not served", cert_id)
+            self._refused = refused
+        else:
+            logger.warning("a configuration without certificates; the previous ones stay")
         self.configured.set()
 
     def session(self, conn: ClientConnection, client_ip: bytes) -> Session:
@@ -354,7 +379,10 @@ async def run_worker(
     async def follow_config() -> None:
         while (message := await channel.receive(reader)) is not None:
             if "routes" in message:
-                worker.apply(message)
+                try:
+                    worker.apply(message)
+                except Exception:  # never stop following the watcher
+                    logger.exception("a configuration could not be applied")
         stop.set()  # the watcher is gone: exit (it restarts us, or it is shutting down)
 
     follower = loop.create_task(follow_config())
