@@ -165,7 +165,11 @@ def load_pair(chain: bytes, key: bytes) -> tuple[str, str]:
     if len(key) > MAX_KEY_BYTES:
         raise _Unusable(KEY_INVALID, f"tls.key is {len(key)} bytes, more than {MAX_KEY_BYTES}")
     try:
-        private = serialization.load_pem_private_key(key, password=None)
+        # The RSA consistency check costs ~50 ms a key; whether the key fits the certificate
+        # is checked below, and a key inconsistent in itself only spoils its own handshakes.
+        private = serialization.load_pem_private_key(
+            key, password=None, unsafe_skip_rsa_key_validation=True
+        )
     except TypeError as exc:  # encrypted, or a password where none is needed
         raise _Unusable(KEY_INVALID, f"tls.key cannot be used: {exc}") from None
     except (ValueError, UnsupportedAlgorithm) as exc:
