@@ -20,7 +20,8 @@ from ocsp_stapler.net.destinations import DestinationGuard
 from ocsp_stapler.net.fetching import FetchSettings, HttpFetcher
 from ocsp_stapler.ocsp.chains import Chain, assemble_chain, find_issuer, parse_pem_certificates
 from ocsp_stapler.ocsp.errors import IssuerNotFound, OCSPError
-from ocsp_stapler.ocsp.responses import VerifyPolicy, cert_id_in, verify_response
+from ocsp_stapler.ocsp.queries import CertID
+from ocsp_stapler.ocsp.responses import VerifyPolicy, verify_response
 from ocsp_stapler.ocsp.schedules import RefreshPolicy
 from ocsp_stapler.ocsp.stapling import Fetched, StaplingConfig, obtain_staple
 from ocsp_stapler.reports import EXIT_FAILED, Report, refresh_decision
@@ -184,7 +185,7 @@ def verify(
             raise IssuerNotFound("no issuer for the certificate: pass --issuer ISSUER.pem")
         staple = verify_response(
             der,
-            cert_id=cert_id_in(der, leaf, issuer),
+            cert_id=CertID.of(leaf, issuer),
             issuer=issuer,
             now=now,
             policy=VerifyPolicy(require_next_update=not allow_no_next_update),

@@ -21,7 +21,8 @@ from devcluster.responder import OpenSSLResponder
 from ocsp_stapler.controller.settings import OperatorSettings
 from ocsp_stapler.k8s.client import ApiClient, Conflict, load_credentials, resource_path
 from ocsp_stapler.ocsp.chains import sha256_hex
-from ocsp_stapler.ocsp.responses import CertStatus, cert_id_in, verify_response
+from ocsp_stapler.ocsp.queries import CertID
+from ocsp_stapler.ocsp.responses import CertStatus, verify_response
 from support.clocks import utcnow
 from support.kube import get_or_none, secret_path, wait_for
 from support.operators import RunningOperator, StartOperator
@@ -120,9 +121,7 @@ async def test_a_concurrent_writer_does_not_conflict_with_staples(
 
 def _verifies(pki: TestPKI, leaf: object, der: bytes) -> bool:
     issuer = pki.intermediate.cert
-    staple = verify_response(
-        der, cert_id=cert_id_in(der, leaf.cert, issuer), issuer=issuer, now=utcnow()
-    )  # type: ignore[attr-defined]
+    staple = verify_response(der, cert_id=CertID.of(leaf.cert, issuer), issuer=issuer, now=utcnow())  # type: ignore[attr-defined]
     return staple.status is CertStatus.GOOD
 
 

@@ -210,6 +210,10 @@ class SnapshotBuilder:
     """Our Ingresses naming each Secret in spec.tls (namespace, name, uid), last build."""
     skipped_ingresses: dict[str, str] = field(default_factory=dict)
     """Ingresses left out of the route table of the last build, and why."""
+    load_pair: Callable[[bytes, bytes], tuple[str, str]] = load_pair
+    """How a chain and key are checked (a parameter, so tests can make it fail)."""
+    check_staple: Callable[..., StapleCheck] = servable_staple
+    """How a staple is judged for its chain (a parameter, so tests can make it fail)."""
     _pairs: dict[str, _Pair | _Refused] = field(default_factory=dict)
     _live_pairs: set[str] = field(default_factory=set)
     _failures_logged: dict[str, str] = field(default_factory=dict)
@@ -238,7 +242,7 @@ class SnapshotBuilder:
             )
         else:
             try:
-                chain_pem, key_pem = load_pair(chain, key)
+                chain_pem, key_pem = self.load_pair(chain, key)
             except _Unusable as exc:
                 verdict = _Refused(exc.reason, exc.message)
             else:
@@ -256,7 +260,7 @@ class SnapshotBuilder:
                 cached = StapleCheck(None, f"{self.staple_key} is not base64", rejected=True)
             else:
                 try:
-                    cached = servable_staple(der, pair.chain.encode(), now=self.clock())
+                    cached = self.check_staple(der, pair.chain.encode(), now=self.clock())
                 except Exception as exc:  # a bad staple costs only the staple
                     logger.exception("checking the staple of certificate %s failed", pair.version)
                     cached = StapleCheck(None, f"check failed: {exc!r}", rejected=True)

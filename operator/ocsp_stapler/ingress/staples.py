@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 from ocsp_stapler.ocsp.chains import assemble_chain
 from ocsp_stapler.ocsp.errors import OCSPError
-from ocsp_stapler.ocsp.responses import CertStatus, cert_id_in, verify_response
+from ocsp_stapler.ocsp.queries import CertID
+from ocsp_stapler.ocsp.responses import CertStatus, verify_response
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ def servable_staple(der: bytes | None, chain_pem: bytes, *, now: datetime.dateti
                 None, "the issuer is not in tls.crt: the staple cannot be checked", rejected=True
             )
         staple = verify_response(
-            der, cert_id=cert_id_in(der, chain.leaf, chain.issuer), issuer=chain.issuer, now=now
+            der, cert_id=CertID.of(chain.leaf, chain.issuer), issuer=chain.issuer, now=now
         )
     except OCSPError as exc:
         return StapleCheck(None, str(exc), rejected=True)

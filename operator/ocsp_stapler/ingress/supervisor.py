@@ -137,6 +137,8 @@ class Supervisor:
         self.events: EventPoster | None = None
         self._publishing = asyncio.Lock()
         self._retry: asyncio.TimerHandle | None = None
+        self.retry_delay = RETRY
+        """Seconds before a failed build or send is tried again (absent any change)."""
         self._errors_logged: set[str] = set()
         self._announced: set[tuple[str, str, str]] = set()
         self._posted: set[tuple[str, str, str, str]] = set()
@@ -259,7 +261,7 @@ class Supervisor:
                 self._retry = None
                 self.changed()
 
-            self._retry = asyncio.get_running_loop().call_later(RETRY, retry)
+            self._retry = asyncio.get_running_loop().call_later(self.retry_delay, retry)
 
     async def _send(self, worker: WorkerHandle, snapshot: dict[str, Any]) -> bool:
         if worker.writer is None:
