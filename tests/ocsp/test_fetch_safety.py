@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -18,6 +19,7 @@ from devcluster.responder import OpenSSLResponder
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ocsp_stapler.k8s.client import ApiClient
 from ocsp_stapler.net.destinations import DestinationGuard
 from ocsp_stapler.net.fetching import FetchSettings, HttpFetcher
 from ocsp_stapler.ocsp import errors
@@ -27,7 +29,10 @@ from ocsp_stapler.ocsp.responses import CertStatus
 from ocsp_stapler.ocsp.stapling import obtain_staple
 from ocsp_stapler.ocsp.transport import HttpRequest
 from support.clocks import utcnow
+from support.kube import events_for, get_or_none, wait_for
+from support.operators import StartOperator
 from support.responders import LOOPBACK_CIDRS, Handler, ScriptedServer, hang
+from support.staples import ENABLED, create_secret, staple_of, staple_path
 
 OCSP = "application/ocsp-response"
 LOOPBACK = DestinationGuard.from_lists(allow=LOOPBACK_CIDRS)
@@ -614,3 +619,80 @@ def test_any_location_ends_in_an_answer_or_fetch_failed() -> None:
 
     lines = _run_fuzz(body)
     assert len(set(lines)) >= 5  # redirects were followed to many targets
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end: the real API server and operator
+
+
+async def _refusal(api: ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    """The DestinationRefused Event on the Secret, once there."""
+
+    async def probe() -> dict[str, Any] | None:
+        events = await events_for(api, namespace, name)
+        return next((e for e in events if e["reason"] == "DestinationRefused"), None)
+
+    return await wait_for(probe, timeout=30, what=f"a DestinationRefused Event on {name}")
+
+
+async def _ready_reason(api: ApiClient, namespace: str, name: str) -> str | None:
+    obj = await get_or_none(api, staple_path(namespace, name))
+    conditions = (obj or {}).get("status", {}).get("conditions", [])
+    return next((c["reason"] for c in conditions if c["type"] == "Ready"), None)
+
+
+@pytest.mark.parametrize("char", ["\x01", "\x7f", "\x00"], ids=["0x01", "0x7f", "0x00"])
+async def test_a_responder_url_annotation_with_a_control_character(
+    api: ApiClient,
+    namespace: str,
+    ec_pki: TestPKI,
+    scripted: ScriptedServer,
+    start_operator: StartOperator,
+    char: str,
+) -> None:
+    """Loopback is allowed here (the test default), so only the control character stands
+    between the URL and the scripted server."""
+    seen = raw_paths(scripted)
+    op = await start_operator()
+    url = f"{scripted.url}/a{char}b"
+    annotations = {**ENABLED, "ocsp-stapler.dev/responder-url": url}
+    await create_secret(
+        api, namespace, "ctl", ec_pki, ec_pki.leaf(ocsp_urls=[]), annotations=annotations
+    )
+    event = await _refusal(api, namespace, "ctl")
+    assert "control characters" in event["message"]
+    await op.settle()
+    assert await _ready_reason(api, namespace, "ctl") == "DestinationRefused"
+    assert op.alive()
+    assert await staple_of(api, namespace, "ctl") is None
+    assert seen == []
+    assert scripted.requests == []
+
+
+@pytest.mark.parametrize(
+    ("aia", "range_"),
+    [
+        ("http://[64:ff9b::a9fe:a9fe]/", "169.254.0.0/16"),
+        ("http://127.0.0.1:{port}/", "127.0.0.0/8"),
+    ],
+    ids=["nat64-metadata", "loopback"],
+)
+async def test_aia_urls_pointing_inward_are_refused_by_default(
+    api: ApiClient,
+    namespace: str,
+    ec_pki: TestPKI,
+    scripted: ScriptedServer,
+    start_operator: StartOperator,
+    aia: str,
+    range_: str,
+) -> None:
+    op = await start_operator(responder_allow_cidrs=())  # what a deployment gets
+    leaf = ec_pki.leaf(ocsp_urls=[aia.format(port=scripted.port)])
+    await create_secret(api, namespace, "inward", ec_pki, leaf, annotations=ENABLED)
+    event = await _refusal(api, namespace, "inward")
+    assert range_ in event["message"]
+    await op.settle()
+    assert await _ready_reason(api, namespace, "inward") == "DestinationRefused"
+    assert op.alive()
+    assert await staple_of(api, namespace, "inward") is None
+    assert scripted.requests == []  # refused before any connection
