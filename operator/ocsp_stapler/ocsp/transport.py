@@ -34,6 +34,11 @@ class HttpResponse:
 
 
 class Fetch(Protocol):
-    """Send one request; raise ``FetchFailed`` (or ``DestinationRefused``) when it cannot."""
+    """Send one request; raise ``FetchFailed`` (or ``DestinationRefused``) when it cannot.
+
+    The adapter bounds one request (its own timeout); the domain bounds a whole attempt by
+    cancelling a request still running at the attempt's deadline (``stapling.Attempt``), so
+    an adapter must give back what it holds when cancelled (``async with``, not callbacks).
+    """
 
     async def __call__(self, request: HttpRequest) -> HttpResponse: ...
