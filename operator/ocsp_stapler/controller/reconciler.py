@@ -59,7 +59,13 @@ from ocsp_stapler.ocsp.queries import CertID
 from ocsp_stapler.ocsp.responses import CertStatus, Staple, cert_id_in, verify_response
 from ocsp_stapler.ocsp.schedules import after_failure, after_success, refresh_target
 from ocsp_stapler.ocsp.sharing import SingleFlight
-from ocsp_stapler.ocsp.stapling import Fetched, obtain_staple, resolve_issuer, responder_urls
+from ocsp_stapler.ocsp.stapling import (
+    Attempt,
+    Fetched,
+    obtain_staple,
+    resolve_issuer,
+    responder_urls,
+)
 from ocsp_stapler.ocsp.transport import Fetch
 
 logger = logging.getLogger(__name__)
@@ -109,7 +115,10 @@ class Reconciler:
         self.stapling = settings.stapling()
         self.records: dict[SecretRef, SecretRecord] = {}
         self.scheduler: Scheduler[SecretRef] = Scheduler(
-            work=self.process, clock=clock, concurrency=settings.concurrency
+            work=self.process,
+            clock=clock,
+            concurrency=settings.concurrency,
+            group=_namespace_of,  # one namespace's failing Secrets cannot starve another's
         )
         self.flight: SingleFlight[CertKey, Fetched] = SingleFlight()
         self.cache: dict[CertKey, CachedStaple] = {}
@@ -198,7 +207,13 @@ class Reconciler:
         record = self.records.get(ref)
         if record is None:
             return
-        if record.chain is None and record.problem is None and not await self._prepare(record):
+        attempt = self.settings.attempt()  # one deadline for everything this run asks
+        # Not prepared until the issuer is known (a failed caIssuers download leaves the chain).
+        if (
+            record.cert_key is None
+            and record.problem is None
+            and not await self._prepare(record, attempt)
+        ):
             await self._settle(record)
             return
         if record.problem is None and not record.judged:
@@ -215,7 +230,7 @@ class Reconciler:
                 f"successful refresh ({record.last_error or 'no error recorded'}); removed",
             )
         if record.problem is None and (record.refresh_at is None or now >= record.refresh_at):
-            await self._refresh(record)
+            await self._refresh(record, attempt)
         await self._settle(record)
 
     async def _settle(self, record: SecretRecord) -> None:
@@ -224,7 +239,7 @@ class Reconciler:
         self.scheduler.schedule(record.ref, record.next_wake())
         await self._publish(record)
 
-    async def _prepare(self, record: SecretRecord) -> bool:
+    async def _prepare(self, record: SecretRecord, attempt: Attempt) -> bool:
         """Parse the chain, find the issuer. False when not ready (problem or retry later)."""
         view = record.view
         try:
@@ -244,7 +259,7 @@ class Reconciler:
                 )
             record.chain = chain
             record.cert_sha256 = sha256_hex(chain.leaf)
-            issuer = await resolve_issuer(chain, fetch=self.fetch)
+            issuer = await resolve_issuer(chain, fetch=self.fetch, attempt=attempt)
         except errors.OCSPError as exc:
             await self._failed(record, exc)
             if not exc.retryable and view.staple_b64 is not None:
@@ -334,7 +349,7 @@ class Reconciler:
         self.cache[key] = entry
         return entry
 
-    async def _fetch_shared(self, record: SecretRecord) -> Fetched:
+    async def _fetch_shared(self, record: SecretRecord, attempt: Attempt) -> Fetched:
         key, now, chain = key_of(record), self.clock(), record.chain
         if chain is None:
             raise errors.ChainInvalid("the certificate was not prepared")  # unreachable
@@ -363,6 +378,7 @@ class Reconciler:
                     config=self.stapling,
                     held=held,
                     override_url=key[2] or None,
+                    attempt=attempt,
                 )
             except errors.OCSPError as exc:
                 self.metrics.fetches.labels(result=exc.reason).inc()
@@ -377,10 +393,10 @@ class Reconciler:
 
         return await self.flight.run(key, fetch_once)
 
-    async def _refresh(self, record: SecretRecord) -> None:
+    async def _refresh(self, record: SecretRecord, attempt: Attempt) -> None:
         record.last_attempt = self.clock()
         try:
-            fetched = await self._fetch_shared(record)
+            fetched = await self._fetch_shared(record, attempt)
         except errors.OCSPError as exc:
             await self._failed(record, exc)
             return
@@ -614,6 +630,10 @@ class Reconciler:
         await self.scheduler.idle()
 
 
+def _namespace_of(ref: SecretRef) -> str:
+    return ref.namespace
+
+
 def key_of(record: SecretRecord) -> CertKey:
     if record.cert_key is None:
         raise errors.ChainInvalid("the certificate was not prepared")  # unreachable
@@ -622,5 +642,5 @@ def key_of(record: SecretRecord) -> CertKey:
 
 def _revocation_message(staple: Staple) -> str:
     when = staple.revocation_time.isoformat() if staple.revocation_time else "an unknown time"
-    reason = f" ({staple.revocation_reason})" if staple.revocation_reason else ""
+    reason = f" ({staple.revocation_label})" if staple.revocation_label else ""
     return f"the certificate (serial {staple.serial_number:X}) was revoked at {when}{reason}"

@@ -12,7 +12,7 @@ from ocsp_stapler.net.destinations import DestinationGuard
 from ocsp_stapler.net.fetching import FetchSettings
 from ocsp_stapler.ocsp.responses import VerifyPolicy
 from ocsp_stapler.ocsp.schedules import RefreshPolicy
-from ocsp_stapler.ocsp.stapling import StaplingConfig
+from ocsp_stapler.ocsp.stapling import ATTEMPT_TIMEOUT, Attempt, StaplingConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +42,10 @@ class OperatorSettings:
     connect_timeout_seconds: float = 5.0
     fetch_timeout_seconds: float = 10.0
     """Whole-exchange limit per responder request, redirects included."""
+    attempt_timeout_seconds: float = ATTEMPT_TIMEOUT
+    """Limit for one Secret's attempt, all its requests together (caIssuers downloads and
+    responders, GET and POST): 15 s. At least ``fetch_timeout_seconds``; it bounds how long a
+    certificate with hanging URLs holds one of the ``concurrency`` workers."""
     max_response_bytes: int = 64 * 1024
     concurrency: int = 32
     """Secrets processed at once (fetch, verify, write)."""
@@ -58,6 +62,13 @@ class OperatorSettings:
             raise ConfigError("OCSP_STAPLER_CONCURRENCY must be at least 1")
         if self.refresh_margin_seconds < 0 or self.backoff_base_seconds <= 0:
             raise ConfigError("refresh margin and backoff must be positive")
+        if self.fetch_timeout_seconds <= 0:
+            raise ConfigError("OCSP_STAPLER_FETCH_TIMEOUT_SECONDS must be positive")
+        if self.attempt_timeout_seconds < self.fetch_timeout_seconds:
+            raise ConfigError(
+                "OCSP_STAPLER_ATTEMPT_TIMEOUT_SECONDS is below OCSP_STAPLER_FETCH_TIMEOUT_SECONDS: "
+                "one attempt must have room for at least one whole request"
+            )
         if self.backoff_cap_seconds < self.backoff_base_seconds:
             raise ConfigError("OCSP_STAPLER_BACKOFF_CAP_SECONDS is below the backoff base")
         try:
@@ -78,6 +89,10 @@ class OperatorSettings:
             proxy=self.proxy,
             guard=self.guard(),
         )
+
+    def attempt(self) -> Attempt:
+        """A fresh budget for one Secret's attempt (its deadline starts now)."""
+        return Attempt(timeout=self.attempt_timeout_seconds)
 
     def stapling(self) -> StaplingConfig:
         return StaplingConfig(
