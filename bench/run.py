@@ -5,7 +5,7 @@ processes' own /proc counters (utime + stime of the whole process tree), which s
 busy 2-core machine where the load generator competes for the same cores. The results are
 printed as Markdown and written to bench/results.md with the date and the CPU model.
 
-  python bench/run.py [--quick] [--only tls|proxy|operator] [--scale 1000,10000]
+  python bench/run.py [--quick] [--only tls|proxy|operator|fairness] [--scale 1000,10000]
 """
 
 from __future__ import annotations
@@ -785,6 +785,142 @@ def first_staple_latency(cp: ControlPlane, workdir: Path, rows: list[str]) -> No
         responder.stop()
 
 
+FAIR_HOSTILE = 8
+"""Secrets in the hostile namespace; at 15 s an attempt and one worker, ~2 min of hanging."""
+FAIR_HEALTHY = 10
+
+
+@contextlib.contextmanager
+def hanging_listener() -> Iterator[str]:
+    """A loopback port that completes connections (the kernel's backlog) and never answers."""
+    import socket  # noqa: PLC0415
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(4096)  # never accept()ed: every request waits for the client's own limit
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        sock.close()
+
+
+async def _fair_first_staples(
+    api: ApiClient, pki: TestPKI, url: str, namespace: str, count: int
+) -> list[float]:
+    """Seconds from creating an opted-in Secret in ``namespace`` to its staple, one at a time."""
+    path = resource_path(api_version="v1", plural="secrets", namespace=namespace)
+    latencies = []
+    for i in range(count):
+        leaf = pki.leaf(f"fair{i}.{namespace}.test", ocsp_urls=[url])
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "kubernetes.io/tls",
+            "metadata": {
+                "name": f"fair-{i}",
+                "namespace": namespace,
+                "annotations": {"ocsp-stapler.dev/enabled": "true"},
+            },
+            "data": {
+                "tls.crt": base64.b64encode(pki.chain_pem(leaf)).decode(),
+                "tls.key": base64.b64encode(leaf.key_pem).decode(),
+            },
+        }
+        started = time.monotonic()
+        await api.create(path, body)
+        while "tls.ocsp-staple" not in (await api.get(f"{path}/fair-{i}")).get("data", {}):  # noqa: ASYNC110 (polling the API server)
+            await asyncio.sleep(0.005)
+        latencies.append(time.monotonic() - started)
+    return latencies
+
+
+async def _fairness_run(
+    creds: Any, pki: TestPKI, responder_url: str, hanging_url: str, port: int
+) -> list[tuple[str, list[float]]]:
+    metrics = f"http://127.0.0.1:{port}/metrics"
+    async with ApiClient(creds) as api:
+        for ns in ("fair-a", "fair-b", "fair-c"):
+            await api.create(
+                resource_path(api_version="v1", plural="namespaces"),
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+            )
+        await asyncio.sleep(3)  # the operator is up and watching
+        quiet = await _fair_first_staples(api, pki, responder_url, "fair-b", FAIR_HEALTHY)
+        path = resource_path(api_version="v1", plural="secrets", namespace="fair-a")
+        for i in range(FAIR_HOSTILE):
+            leaf = pki.leaf(
+                f"h{i}.hostile.test",
+                ca_issuer_urls=[f"{hanging_url}/ca{j}" for j in range(4)],
+                ocsp_urls=[f"{hanging_url}/ocsp{j}" for j in range(4)],
+            )
+            await api.create(
+                path,
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "type": "kubernetes.io/tls",
+                    "metadata": {
+                        "name": f"hostile-{i}",
+                        "annotations": {"ocsp-stapler.dev/enabled": "true"},
+                    },
+                    "data": {  # the leaf alone: every attempt starts with hanging downloads
+                        "tls.crt": base64.b64encode(leaf.pem).decode(),
+                        "tls.key": base64.b64encode(leaf.key_pem).decode(),
+                    },
+                },
+            )
+        for _ in range(200):  # the hostile attempts hang before the tenant starts (bounded)
+            text = await asyncio.to_thread(http_get, metrics) or ""
+            if metric(text, "ocsp_stapler_managed_secrets") >= FAIR_HOSTILE + FAIR_HEALTHY:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1)
+        loaded = await _fair_first_staples(api, pki, responder_url, "fair-c", FAIR_HEALTHY)
+    return [
+        ("none", quiet),
+        (f"{FAIR_HOSTILE} Secrets in another namespace, every URL hangs", loaded),
+    ]
+
+
+def fairness(cp: ControlPlane, workdir: Path, rows: list[str]) -> None:
+    """First staples in one namespace while another's certificates hang, on 2 workers."""
+    pki = TestPKI(workdir / "pki-fair", "ec")
+    responder = OpenSSLResponder(pki, signer="delegate", log=workdir / "responder-fair.log").start()
+    cp.kubectl("apply", "-f", str(REPO_ROOT / "crds"))
+    port = free_port()
+    env = {
+        **os.environ,
+        "OCSP_STAPLER_METRICS_PORT": str(port),
+        "OCSP_STAPLER_HEALTH_PORT": "0",
+        "OCSP_STAPLER_NAMESPACES": "fair-a,fair-b,fair-c",
+        "OCSP_STAPLER_CONCURRENCY": "2",
+        "OCSP_STAPLER_RESPONDER_ALLOW_CIDRS": "127.0.0.0/8,::1/128",
+        "OCSP_STAPLER_LOG_FORMAT": "json",
+    }
+    with hanging_listener() as hanging_url:
+        op = subprocess.Popen(
+            [CLI, "operator", "--kubeconfig", str(cp.kubeconfig)],
+            env=env,
+            stdout=(workdir / "operator-fair.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            runs = asyncio.run(
+                _fairness_run(
+                    load_credentials(str(cp.kubeconfig)), pki, responder.url, hanging_url, port
+                )
+            )
+        finally:
+            stop(op)
+            responder.stop()
+    for load, latencies in runs:
+        got = sorted(latencies)
+        rows.append(
+            f"| {load} | {len(got)} | {got[len(got) // 2] * 1000:.0f} ms | {got[-1] * 1000:.0f} ms |"
+        )
+        print(rows[-1], flush=True)
+
+
 async def _with_api(creds: Any, work: Any) -> None:
     async with ApiClient(creds, connections=64) as api:
         await work(api)
@@ -796,7 +932,7 @@ async def _with_api(creds: Any, work: Any) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="2 s runs, 1,000 Secrets only")
-    parser.add_argument("--only", choices=["tls", "proxy", "operator"])
+    parser.add_argument("--only", choices=["tls", "proxy", "operator", "fairness"])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--scale", default="1000,10000")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results.md")
@@ -809,6 +945,7 @@ def main() -> int:
     staple_rows: list[str] = []
     scale_rows: list[str] = []
     first_rows: list[str] = []
+    fair_rows: list[str] = []
     with (
         tempfile.TemporaryDirectory(prefix="ocsp-stapler-bench-") as tmp,
         running(Path(tmp) / "cluster") as cp,
@@ -819,7 +956,9 @@ def main() -> int:
         if args.only in (None, "operator"):
             first_staple_latency(cp, workdir, first_rows)
             operator_scale(cp, workdir, counts, scale_rows)
-    report = render(tls_rows, proxy_rows, scale_rows, seconds, first_rows, staple_rows)
+        if args.only in (None, "fairness"):
+            fairness(cp, workdir, fair_rows)
+    report = render(tls_rows, proxy_rows, scale_rows, seconds, first_rows, staple_rows, fair_rows)
     print(report)
     args.out.write_text(report)
     return 0
@@ -832,6 +971,7 @@ def render(
     seconds: float,
     first_rows: list[str] | None = None,
     staple_rows: list[str] | None = None,
+    fair_rows: list[str] | None = None,
 ) -> str:
     today = datetime.date.today().isoformat()
     nginx_version = subprocess.run(
@@ -878,6 +1018,15 @@ def render(
             "| Secrets, one at a time | median | slowest |",
             "|---|---|---|",
             *first_rows,
+            "",
+        ]
+    if fair_rows:
+        lines += [
+            "## Fairness: first staples while another namespace's certificates hang (2 workers)",
+            "",
+            "| load | Secrets, one at a time | median | slowest |",
+            "|---|---|---|---|",
+            *fair_rows,
             "",
         ]
     if scale_rows:
