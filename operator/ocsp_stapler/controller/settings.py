@@ -34,9 +34,11 @@ class OperatorSettings:
     certid_hash: Literal["sha1", "sha256"] = "sha1"
     """CertID hash algorithm in requests."""
     responder_allow_cidrs: tuple[str, ...] = ()
-    """If set, responders must resolve into these ranges (comma list)."""
+    """If set, responders must resolve into these ranges (comma list); a range inside a
+    default-denied one (e.g. 127.0.0.0/8) opens it, a broad one (0.0.0.0/0) does not."""
     responder_deny_cidrs: tuple[str, ...] = ()
-    """Ranges refused in addition to link-local and cloud metadata addresses (comma list)."""
+    """Ranges refused in addition to the defaults (loopback, link-local, cloud metadata, this
+    host, multicast), comma list; a deny range always wins over an allow range."""
     proxy: str | None = None
     """HTTP proxy for responders; HTTP_PROXY/HTTPS_PROXY/NO_PROXY apply when unset."""
     connect_timeout_seconds: float = 5.0

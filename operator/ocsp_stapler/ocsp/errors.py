@@ -7,6 +7,14 @@ parsing messages. ``retryable`` says whether asking again later can help.
 
 from __future__ import annotations
 
+_UNPRINTABLE = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped: messages quote URLs and names taken from
+    certificates and annotations, and end up in Events, status, metrics and logs."""
+    return text.translate(_UNPRINTABLE)
+
 
 class OCSPError(Exception):
     """Base: a staple could not be fetched or verified."""
@@ -19,6 +27,15 @@ class OCSPError(Exception):
         self.message = message
         if retryable is not None:
             self.retryable = retryable
+
+    @property
+    def message(self) -> str:
+        return self._message
+
+    @message.setter
+    def message(self, text: str) -> None:
+        self._message = printable(text)
+        self.args = (self._message,)
 
     def __str__(self) -> str:
         return f"{self.reason}: {self.message}"
