@@ -155,12 +155,21 @@ async def _absent(api: ApiClient, path: str) -> bool:
 KILL_TEST_SECRETS = 60
 
 
+@pytest.fixture
+def own_responder(pki: TestPKI) -> Iterator[OpenSSLResponder]:
+    """A responder of this test's own: `openssl ocsp` serves one connection at a time and
+    blocks for good on one that closes before its request, which a SIGKILLed operator may
+    leave behind; the session's shared responder would then hang every later test."""
+    with OpenSSLResponder(pki, signer="delegate") as r:
+        yield r
+
+
 async def test_operator_sigkilled_mid_write_then_restarted(
-    api: ApiClient, namespace: str, pki: TestPKI, responder: OpenSSLResponder,
+    api: ApiClient, namespace: str, pki: TestPKI, own_responder: OpenSSLResponder,
     cluster: ControlPlane, crd: None, tmp_path: Path,
 ) -> None:  # fmt: skip
     leaves = [
-        pki.leaf(f"s{i}.example.test", ocsp_urls=[responder.url], register=False)
+        pki.leaf(f"s{i}.example.test", ocsp_urls=[own_responder.url], register=False)
         for i in range(KILL_TEST_SECRETS)
     ]
     pki.register_many(leaves)

@@ -395,3 +395,61 @@ def test_answers_in_mixed_hashes_each_read_in_their_own(pki: PKI) -> None:
         produced_at=NOW,
     )
     assert _verdict(spec.der(NOW), VerifyPolicy()) is CertStatus.REVOKED
+
+
+X400_SAN = x509.UnrecognizedExtension(
+    x509.oid.ExtensionOID.SUBJECT_ALTERNATIVE_NAME, bytes.fromhex("3002a300")
+)
+"""A SAN holding an x400Address: cryptography raises UnsupportedGeneralNameType (a plain
+Exception, not a ValueError) when the extensions are read."""
+
+
+def _with_x400_san(
+    subject: str, issuer_key: SignerKey, *, issuer_name: str
+) -> tuple[SignerKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(_name(issuer_name))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - datetime.timedelta(days=1))
+        .not_valid_after(NOW + datetime.timedelta(days=30))
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), critical=False)
+        .add_extension(X400_SAN, critical=False)
+        .sign(issuer_key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    return key, cert
+
+
+def test_an_unreadable_delegate_is_refused_and_the_next_candidate_tried(pki: PKI) -> None:
+    odd_key, odd = _with_x400_san("Responder", pki.ca_key, issuer_name="Verdict CA")
+    good = pki.signers["delegate"]
+    for carried, key, want in [
+        ((odd,), odd_key, None),
+        ((odd, good.responder), good.key, CertStatus.GOOD),
+    ]:
+        spec = ResponseSpec(
+            answers=[_valid_answer(pki, status="revoked", reason=1)],
+            key=key,
+            responder=good.responder if key is good.key else odd,
+            certs=carried,
+            produced_at=NOW,
+        )
+        got = _verdict(spec.der(NOW), VerifyPolicy())
+        if want is None:
+            assert isinstance(got, OCSPError), got
+        else:
+            assert got is want
+
+
+def test_an_unreadable_certificate_is_a_chain_verdict(pki: PKI) -> None:
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+
+    from ocsp_stapler.ocsp.chains import assemble_chain  # noqa: PLC0415
+    from ocsp_stapler.ocsp.errors import ChainInvalid  # noqa: PLC0415
+
+    _, leaf = _with_x400_san("leaf.example.test", pki.ca_key, issuer_name="Verdict CA")
+    with pytest.raises(ChainInvalid):
+        assemble_chain(leaf.public_bytes(serialization.Encoding.PEM))

@@ -61,7 +61,8 @@ def _checked(cert: x509.Certificate, what: str) -> x509.Certificate:
     try:
         _ = (cert.subject, cert.issuer, cert.extensions, cert.serial_number)
         _ = (cert.not_valid_after_utc, cert.public_key())
-    except (ValueError, UnsupportedAlgorithm) as exc:
+    except Exception as exc:
+        # UnsupportedGeneralNameType (plain Exceptions): whatever it raises, the verdict is ours
         raise ChainInvalid(f"{what} holds a malformed certificate: {exc}") from None
     return cert
 

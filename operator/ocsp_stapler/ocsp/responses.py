@@ -292,6 +292,9 @@ def _authenticate(
         except (SignerUnauthorized, SignatureInvalid) as exc:
             refusals.append(exc)
             continue
+        except Exception as exc:
+            refusals.append(SignerUnauthorized(f"a carried certificate is unreadable: {exc}"))
+            continue
         return Signer.DELEGATED
     if refusals:
         raise refusals[0]
@@ -344,7 +347,10 @@ def verify_response(
             _revocation(resp, index, single) if status is CertStatus.REVOKED else (None, None, None)
         )
         serial_number = single.serial_number
-    except (ValueError, TypeError, KeyError, UnsupportedAlgorithm) as exc:
+    except OCSPError:
+        raise
+    except Exception as exc:
+        # kinds (ValueError, UnsupportedAlgorithm, DuplicateExtension, ...): all are malformed
         raise ResponseMalformed(f"malformed response: {exc}") from None
 
     if this_update > now + policy.skew:

@@ -30,6 +30,7 @@ from ocsp_stapler.ocsp.errors import (
     NonceMismatch,
     NoResponder,
     OCSPError,
+    ResponseMalformed,
 )
 from ocsp_stapler.ocsp.queries import HashName, Query, build_query, http_requests
 from ocsp_stapler.ocsp.responses import Staple, VerifyPolicy, parse_response, verify_response
@@ -202,6 +203,8 @@ def _check_nonce(query: Query, der: bytes) -> None:
         echoed = parse_response(der).extensions.get_extension_for_class(x509.OCSPNonce).value.nonce
     except x509.ExtensionNotFound:
         return  # responders may ignore nonces (RFC 8954 2.1); the signature still binds the rest
+    except Exception as exc:
+        raise ResponseMalformed(f"unreadable nonce extension: {exc}") from None
     if echoed != query.nonce:
         raise NonceMismatch("the response echoes a nonce we did not send")
 
