@@ -9,7 +9,6 @@ not need it never pay for it.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,9 @@ from devcluster.pki import TestPKI
 from devcluster.responder import OpenSSLResponder
 
 from ocsp_stapler.controller.settings import OperatorSettings
-from ocsp_stapler.k8s.client import ApiClient, load_credentials, resource_path
+from ocsp_stapler.k8s.client import ApiClient, load_credentials
 from support.clocks import FakeClock
+from support.kube import temporary_namespace
 from support.operators import RunningOperator, StartOperator
 from support.responders import LOOPBACK_CIDRS, ScriptedServer
 
@@ -45,14 +45,9 @@ async def api(cluster: ControlPlane) -> AsyncIterator[ApiClient]:
 
 @pytest.fixture
 async def namespace(api: ApiClient) -> AsyncIterator[str]:
-    """A namespace of this test's own, deleted after it (nothing finalizes it: no controllers)."""
-    name = f"t-{uuid.uuid4().hex[:10]}"
-    await api.create(
-        resource_path(api_version="v1", plural="namespaces"),
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
-    )
-    yield name
-    await api.delete(resource_path(api_version="v1", plural="namespaces", name=name))
+    """A namespace of this test's own, deleted after it."""
+    async with temporary_namespace(api) as name:
+        yield name
 
 
 @pytest.fixture

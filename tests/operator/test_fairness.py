@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 from devcluster.pki import Issued, TestPKI
 from devcluster.responder import OpenSSLResponder
 
-from ocsp_stapler.k8s.client import ApiClient, resource_path
+from ocsp_stapler.k8s.client import ApiClient
 from support.clocks import FakeClock
-from support.kube import secret_path, tls_secret, wait_for
+from support.kube import secret_path, temporary_namespace, tls_secret, wait_for
 from support.operators import StartOperator
 from support.responders import LOOPBACK_CIDRS, ScriptedServer, hang
 from support.staples import ENABLED, create_secret, staple_of, status_with
@@ -30,13 +29,8 @@ HOSTILE = 4
 @pytest.fixture
 async def other_namespace(api: ApiClient) -> AsyncIterator[str]:
     """A second namespace of this test's own (the ``namespace`` fixture gives the first)."""
-    name = f"t-{uuid.uuid4().hex[:10]}"
-    await api.create(
-        resource_path(api_version="v1", plural="namespaces"),
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
-    )
-    yield name
-    await api.delete(resource_path(api_version="v1", plural="namespaces", name=name))
+    async with temporary_namespace(api) as name:
+        yield name
 
 
 def hanging_leaf(pki: TestPKI, base: str, i: int) -> Issued:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from ocsp_stapler.k8s.client import ApiClient, NotFound, resource_path
@@ -15,6 +16,20 @@ T = TypeVar("T")
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
+
+
+@contextlib.asynccontextmanager
+async def temporary_namespace(api: ApiClient) -> AsyncIterator[str]:
+    """A namespace of a test's own, deleted after it (nothing finalizes it: no controllers)."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    await api.create(
+        resource_path(api_version="v1", plural="namespaces"),
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+    )
+    try:
+        yield name
+    finally:
+        await api.delete(resource_path(api_version="v1", plural="namespaces", name=name))
 
 
 def secret_path(namespace: str, name: str | None = None) -> str:
