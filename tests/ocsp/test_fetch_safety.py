@@ -282,6 +282,36 @@ async def test_an_explicit_proxy_is_used_and_no_proxy_honoured(
         assert seen_hosts == ["ocsp.ca.invalid"]
 
 
+async def test_a_proxy_named_by_host_opens_only_itself(
+    scripted: ScriptedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The proxy's own (host, port) is exempt from the guard, nothing else: with NO_PROXY
+    covering the proxy's name, a certificate URL naming that host (on the proxy's port or any
+    other) goes direct and meets the guard, so a proxy on a denied address opens no door."""
+
+    async def proxy(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=b"\x30\x00", content_type=OCSP)
+
+    scripted.handler = proxy
+    victim = await ScriptedServer().start()
+    victim.handler = proxy
+    try:
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        settings = FetchSettings(proxy=f"http://localhost:{scripted.port}", total_timeout=2)
+        async with HttpFetcher(settings) as fetch:
+            through = await fetch(HttpRequest(method="GET", url="http://ocsp.ca.invalid/a"))
+            assert through.status == 200  # the proxy itself is reachable by its name
+            monkeypatch.setenv("NO_PROXY", "localhost")
+            for port in (victim.port, scripted.port):
+                with pytest.raises(errors.DestinationRefused, match="127.0.0.1"):
+                    await fetch(HttpRequest(method="GET", url=f"http://localhost:{port}/x"))
+        assert victim.requests == []
+        assert scripted.requests == [("GET", "/a")]  # only the proxied request
+    finally:
+        await victim.stop()
+
+
 async def test_environment_proxy(scripted: ScriptedServer, monkeypatch: pytest.MonkeyPatch) -> None:
     async def proxy(request: web.Request) -> web.StreamResponse:
         return web.Response(body=b"\x30\x00", content_type=OCSP)

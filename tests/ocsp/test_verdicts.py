@@ -22,10 +22,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from ocsp_stapler.ocsp import errors
 from ocsp_stapler.ocsp.errors import OCSPError
 from ocsp_stapler.ocsp.queries import CERTID_HASHES, CertID
 from ocsp_stapler.ocsp.responses import CertStatus, VerifyPolicy, verify_response
-from support.ocsp_der import HASH_OIDS, Answer, ResponseSpec, SignerKey
+from support.ocsp_der import HASH_OIDS, NONCE_OID, Answer, Extension, ResponseSpec, SignerKey
 
 NOW = datetime.datetime(2026, 6, 1, 12, 0, tzinfo=datetime.UTC)
 SKEW = VerifyPolicy().skew
@@ -178,6 +179,22 @@ accepted_hashes = st.sampled_from(CERTID_HASHES)
 any_hash = st.sampled_from(sorted(HASH_OIDS))
 
 
+# Extensions real responses carry (nonce, CRL reference, archive cutoff, SCTs) and one nobody
+# knows, each critical or not: only a critical one we do not process must refuse the answer.
+KNOWN_EXTENSION_OIDS = [
+    NONCE_OID,
+    "1.3.6.1.5.5.7.48.1.3",
+    "1.3.6.1.5.5.7.48.1.6",
+    "1.3.6.1.4.1.11129.2.4.5",
+    "1.2.3.4.5.6.7.8",
+]
+extension_lists = st.lists(
+    st.builds(Extension, oid=st.sampled_from(KNOWN_EXTENSION_OIDS), critical=st.booleans()),
+    max_size=2,
+    unique_by=lambda e: e.oid,
+)
+
+
 @st.composite
 def answers(draw: st.DrawFn, *, ours: bool) -> Answer:
     pki = _pki()
@@ -193,6 +210,7 @@ def answers(draw: st.DrawFn, *, ours: bool) -> Answer:
         next_update=next_update,
         revocation_time=this_update - datetime.timedelta(hours=1),
         reason=draw(st.none() | st.integers(0, 10) | st.integers(11, 300)),
+        extensions=draw(extension_lists),
     )
 
 
@@ -227,6 +245,7 @@ def responses(draw: st.DrawFn) -> tuple[ResponseSpec, str]:
         if not is_ed
         else None,
         certs=signer.carried,
+        extensions=draw(extension_lists),
     )
     return spec, signer_name
 
@@ -263,6 +282,9 @@ def expected(spec: ResponseSpec, signer_name: str, policy: VerifyPolicy) -> Cert
     signed_well = spec.signature_hash != "md5" and spec.signature_oid is None
     if chosen is None or not signed_well or not _pki().signers[signer_name].authorized:
         return None
+    critical = [e.oid for e in spec.extensions if e.critical and e.oid != NONCE_OID]
+    if critical or any(e.critical for e in chosen.extensions):
+        return None  # only the nonce is processed; any other critical extension refuses
     expires = _expiry(chosen, spec, policy)
     if expires is None or expires <= NOW:
         return None
@@ -381,6 +403,59 @@ def test_edges_the_property_rarely_draws(
     assert (want is CertStatus.GOOD) == ("accepted" in case or "is ours" in case), case
     got = _verdict(spec.der(NOW), VerifyPolicy())
     assert got == want if want is not None else isinstance(got, OCSPError), (case, got)
+
+
+UNKNOWN_OID = "1.2.3.4.5.6.7.8"
+
+
+@pytest.mark.parametrize(
+    ("case", "response_extensions", "ours", "other"),
+    [
+        ("a critical nonce is processed: accepted", [Extension(NONCE_OID, True)], [], []),
+        ("a non-critical unknown is ignored: accepted", [Extension(UNKNOWN_OID)], [], []),
+        ("a critical unknown response extension", [Extension(UNKNOWN_OID, True)], [], []),
+        ("a critical unknown in our answer", [], [Extension(UNKNOWN_OID, True)], []),
+        (
+            "a critical nonce in our answer means nothing there",
+            [],
+            [Extension(NONCE_OID, True)],
+            [],
+        ),
+        (
+            "a critical unknown in another certificate's answer: accepted",
+            [],
+            [],
+            [Extension(UNKNOWN_OID, True)],
+        ),
+    ],
+)
+def test_critical_extensions(
+    case: str,
+    response_extensions: list[Extension],
+    ours: list[Extension],
+    other: list[Extension],
+    pki: PKI,
+) -> None:
+    """Our answer second, so its singleExtensions are ones cryptography never exposes."""
+    spec = ResponseSpec(
+        answers=[
+            _valid_answer(pki, serial=LEAF_SERIAL + 1, extensions=other),
+            _valid_answer(pki, extensions=ours),
+        ],
+        key=pki.ca_key,
+        responder=pki.ca,
+        produced_at=NOW,
+        extensions=response_extensions,
+    )
+    want = expected(spec, "issuer", VerifyPolicy())
+    assert (want is CertStatus.GOOD) == ("accepted" in case), case
+    got = _verdict(spec.der(NOW), VerifyPolicy())
+    if want is None:
+        assert isinstance(got, errors.ResponseMalformed), (case, got)
+        assert "critical extensions we do not process" in got.message
+        assert (NONCE_OID if "nonce" in case else UNKNOWN_OID) in got.message
+    else:
+        assert got is want, (case, got)
 
 
 def test_answers_in_mixed_hashes_each_read_in_their_own(pki: PKI) -> None:

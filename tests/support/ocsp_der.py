@@ -82,8 +82,8 @@ def enumerated(value: int) -> bytes:
 
 def oid(dotted: str) -> bytes:
     arcs = [int(a) for a in dotted.split(".")]
-    body = bytearray([40 * arcs[0] + arcs[1]])
-    for arc in arcs[2:]:
+    body = bytearray()
+    for arc in (40 * arcs[0] + arcs[1], *arcs[2:]):  # base 128, high bit = "more follows"
         chunk, rest = [arc & 0x7F], arc >> 7
         while rest:
             chunk.append(0x80 | (rest & 0x7F))
@@ -115,6 +115,26 @@ def digest(hash_name: str, data: bytes) -> bytes:
     return hashlib.new(hash_name.replace("_", "-"), data).digest()
 
 
+NONCE_OID = "1.3.6.1.5.5.7.48.1.2"
+
+
+@dataclass(frozen=True)
+class Extension:
+    oid: str
+    critical: bool = False
+    value: bytes = b"\x04\x00"
+    """extnValue's content (DER of the extension's own value)."""
+
+    def der(self) -> bytes:
+        flag = tlv(0x01, b"\xff") if self.critical else b""
+        return seq(oid(self.oid), flag, octets(self.value))
+
+
+def extensions_field(extensions: Sequence[Extension]) -> bytes:
+    """``[1] EXPLICIT Extensions`` (single or response extensions), or nothing when empty."""
+    return explicit(1, seq(*(e.der() for e in extensions))) if extensions else b""
+
+
 @dataclass(frozen=True)
 class Answer:
     """One SingleResponse."""
@@ -128,6 +148,7 @@ class Answer:
     revocation_time: datetime.datetime | None = None
     reason: int | None = None
     """The raw CRLReason code (anything, not only 0-10)."""
+    extensions: Sequence[Extension] = ()
 
     def der(self, now: datetime.datetime) -> bytes:
         name_hash = digest(self.hash_name, self.issuer.subject.public_bytes())
@@ -149,7 +170,7 @@ class Answer:
             status = tlv(0xA1, revoked)
         this_update = gtime(self.this_update or now - datetime.timedelta(minutes=1))
         next_update = b"" if self.next_update is None else explicit(0, gtime(self.next_update))
-        return seq(cert_id, status, this_update, next_update)
+        return seq(cert_id, status, this_update, next_update, extensions_field(self.extensions))
 
 
 @dataclass(frozen=True)
@@ -167,7 +188,8 @@ class ResponseSpec:
     signature_oid: str | None = None
     """Override the signature algorithm's OID (e.g. one nobody knows)."""
     certs: Sequence[x509.Certificate] = field(default=())
-    response_extensions: bytes = b""
+    extensions: Sequence[Extension] = ()
+    """responseExtensions."""
 
     def der(self, now: datetime.datetime) -> bytes:
         if self.by_name:
@@ -179,7 +201,7 @@ class ResponseSpec:
             responder_id,
             gtime(self.produced_at or now),
             seq(*(a.der(now) for a in self.answers)),
-            explicit(1, self.response_extensions) if self.response_extensions else b"",
+            extensions_field(self.extensions),
         )
         signature, kind = self._sign(tbs)
         algorithm_oid = self.signature_oid or SIGNATURE_OIDS[(kind, self.signature_hash)]

@@ -58,6 +58,8 @@ DEFAULT_DENY: tuple[str, ...] = (
     "169.254.0.0/16",  # IPv4 link-local, incl. 169.254.169.254 (AWS, GCP, Azure, OpenStack)
     "fe80::/10",  # IPv6 link-local
     "fd00:ec2::254/128",  # AWS metadata over IPv6
+    "fd20:ce::254/128",  # GCP metadata over IPv6
+    "168.63.129.16/32",  # Azure WireServer (VM agent and metadata plumbing)
     "100.100.100.200/32",  # Alibaba Cloud metadata
     "0.0.0.0/8",  # "this host": connecting there reaches the local machine
     "::/128",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
@@ -47,19 +48,33 @@ class FetchSettings:
     guard: DestinationGuard = field(default_factory=DestinationGuard)
 
 
-class GuardedResolver(AbstractResolver):
-    """Resolves names, then drops every address the guard refuses (before any connect)."""
+Endpoint = tuple[str, int]
+"""(host, port) as aiohttp resolves it."""
 
-    def __init__(self, guard: DestinationGuard, exempt: frozenset[str] = frozenset()) -> None:
+
+class GuardedResolver(AbstractResolver):
+    """Resolves names, then drops every address the guard refuses (before any connect).
+
+    ``proxies`` names the proxy endpoints in use: connecting to a proxy the cluster operator
+    configured is not a certificate's choice, so its (host, port) alone is not guarded. A
+    certificate URL that names the same endpoint and goes direct (NO_PROXY) is checked by the
+    fetcher before it connects (``HttpFetcher._check_resolved``).
+    """
+
+    def __init__(
+        self,
+        guard: DestinationGuard,
+        proxies: Callable[[], frozenset[Endpoint]] = frozenset,
+    ) -> None:
         self._guard = guard
-        self._exempt = exempt
+        self._proxies = proxies
         self._inner = aiohttp.ThreadedResolver()
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
         results = await self._inner.resolve(host, port, family)
-        if host in self._exempt:
+        if (host, port) in self._proxies():
             return results
         allowed, refused = [], []
         for result in results:
@@ -96,6 +111,28 @@ def _proxy_for(url: URL, settings: FetchSettings) -> str | None:
     return None
 
 
+def _endpoint(url: URL) -> Endpoint | None:
+    return (url.host, url.port or 80) if url.host else None
+
+
+def proxy_endpoints(settings: FetchSettings) -> frozenset[Endpoint]:
+    """The (host, port) of every proxy a request could be sent through, read now (the
+    environment's proxies can change while the fetcher lives)."""
+    urls = [settings.proxy] if settings.proxy else []
+    if settings.use_environment_proxy:
+        environment = urllib.request.getproxies_environment()
+        urls += [environment[s] for s in ("http", "https") if environment.get(s)]
+    found = set()
+    for text in urls:
+        try:
+            endpoint = _endpoint(URL(text))
+        except (ValueError, TypeError):
+            continue
+        if endpoint:
+            found.add(endpoint)
+    return frozenset(found)
+
+
 class HttpFetcher:
     """``async with HttpFetcher(settings) as fetch: await fetch(HttpRequest(...))``.
 
@@ -107,10 +144,8 @@ class HttpFetcher:
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Self:
-        exempt: frozenset[str] = frozenset()
-        if self.settings.proxy:
-            exempt = frozenset({URL(self.settings.proxy).host or ""})
-        resolver = GuardedResolver(self.settings.guard, exempt)
+        settings = self.settings
+        resolver = GuardedResolver(settings.guard, lambda: proxy_endpoints(settings))
         connector = aiohttp.TCPConnector(resolver=resolver, limit=64, ttl_dns_cache=60)
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -152,7 +187,9 @@ class HttpFetcher:
                 target = URL(url, encoded=True)
                 proxy = _proxy_for(target, self.settings)
                 if proxy and target.host:
-                    await self._check_through_proxy(target.host)
+                    await self._check_resolved(target.host, None, direct=False)
+                elif target.host and _endpoint(target) in proxy_endpoints(self.settings):
+                    await self._check_resolved(target.host, target.port, direct=True)
                 async with session.request(
                     request.method,
                     target,
@@ -188,13 +225,20 @@ class HttpFetcher:
                 raise FetchFailed(f"{url}: {type(exc).__name__}: {exc}") from None
         raise FetchFailed(f"{url}: more than {self.settings.max_redirects} redirects")
 
-    async def _check_through_proxy(self, host: str) -> None:
-        """With a proxy the proxy resolves the name; we still refuse names that resolve inward."""
+    async def _check_resolved(self, host: str, port: int | None, *, direct: bool) -> None:
+        """Judge what ``host`` resolves to before anything is sent its way.
+
+        Through a proxy, the proxy resolves the name; we still refuse names that resolve
+        inward, and a name only the proxy can resolve passes. Direct to a proxy's own endpoint
+        (which the resolver lets through for the proxy's sake), the name must resolve here.
+        """
         loop = asyncio.get_running_loop()
         try:
-            infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-        except OSError:
-            return  # only the proxy can resolve it: nothing more to check here
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            if direct:
+                raise FetchFailed(f"{host}: cannot resolve: {exc}") from None
+            return
         for info in infos:
             self.settings.guard.check_address(str(info[4][0]))
 

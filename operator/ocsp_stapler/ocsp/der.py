@@ -2,11 +2,13 @@
 
 cryptography parses OCSP responses and keys well, but it refuses to return some values that
 real responses carry: a revocation reason code outside its enum (7 is unused in RFC 5280,
-anything above 10 is undefined) raises instead of returning the number, and a public key's
-raw BIT STRING is not exposed at all. Hiding a revocation because its reason is odd would be
-the worst possible outcome, so these few reads are done here, on bytes cryptography has
-already accepted, with every length checked against its container. Anything that does not
-fit raises ``DerError``, a ``ValueError`` that callers turn into their own refusal.
+anything above 10 is undefined) raises instead of returning the number, a public key's
+raw BIT STRING is not exposed at all, and the singleExtensions of any answer but the first
+(where a critical extension we would be ignoring can sit) are out of reach. Hiding a
+revocation because its reason is odd would be the worst possible outcome, so these few
+reads are done here, on bytes cryptography has already accepted, with every length checked
+against its container. Anything that does not fit raises ``DerError``, a ``ValueError``
+that callers turn into their own refusal.
 """
 
 from __future__ import annotations
@@ -65,25 +67,39 @@ def integer(data: bytes, elem: Element) -> int:
 
 _SEQUENCE, _GENERALIZED_TIME = 0x30, 0x18
 _REVOKED, _REASON, _ENUMERATED = 0xA1, 0xA0, 0x0A
+_EXTENSIONS, _OID, _BOOLEAN = 0xA1, 0x06, 0x01
+
+
+def _response_parts(tbs_response_data: bytes) -> tuple[list[Element], int]:
+    """ResponseData's parts, and the position of its ``responses`` SEQUENCE.
+
+    ResponseData ::= SEQUENCE { version [0] EXPLICIT OPTIONAL, responderID, producedAt
+    GeneralizedTime, responses SEQUENCE OF SingleResponse, responseExtensions [1] OPTIONAL }
+    """
+    parts = children(tbs_response_data, element(tbs_response_data, 0))
+    produced = next((i for i, p in enumerate(parts) if p.tag == _GENERALIZED_TIME), None)
+    if produced is None or produced + 1 >= len(parts) or parts[produced + 1].tag != _SEQUENCE:
+        raise DerError("no responses after producedAt")
+    return parts, produced + 1
+
+
+def _single_fields(tbs_response_data: bytes, index: int) -> list[Element]:
+    """The fields of the ``index``-th SingleResponse: SEQUENCE { certID, certStatus,
+    thisUpdate, nextUpdate [0] EXPLICIT OPTIONAL, singleExtensions [1] EXPLICIT OPTIONAL }."""
+    parts, at = _response_parts(tbs_response_data)
+    singles = children(tbs_response_data, parts[at])
+    if not 0 <= index < len(singles):
+        raise DerError("no such SingleResponse")
+    return children(tbs_response_data, singles[index])
 
 
 def revocation_reason_code(tbs_response_data: bytes, index: int) -> int | None:
     """The raw CRLReason of the ``index``-th SingleResponse (None when it carries none).
 
-    ResponseData ::= SEQUENCE { version [0] EXPLICIT OPTIONAL, responderID, producedAt
-    GeneralizedTime, responses SEQUENCE OF SingleResponse, responseExtensions [1] OPTIONAL }
-    SingleResponse ::= SEQUENCE { certID, certStatus, ... }; revoked [1] IMPLICIT RevokedInfo
-    ::= SEQUENCE { revocationTime GeneralizedTime, revocationReason [0] EXPLICIT CRLReason }.
+    revoked [1] IMPLICIT RevokedInfo ::= SEQUENCE { revocationTime GeneralizedTime,
+    revocationReason [0] EXPLICIT CRLReason OPTIONAL }.
     """
-    top = element(tbs_response_data, 0)
-    parts = children(tbs_response_data, top)
-    produced = next((i for i, p in enumerate(parts) if p.tag == _GENERALIZED_TIME), None)
-    if produced is None or produced + 1 >= len(parts) or parts[produced + 1].tag != _SEQUENCE:
-        raise DerError("no responses after producedAt")
-    singles = children(tbs_response_data, parts[produced + 1])
-    if not 0 <= index < len(singles):
-        raise DerError("no such SingleResponse")
-    fields = children(tbs_response_data, singles[index])
+    fields = _single_fields(tbs_response_data, index)
     if len(fields) < 2 or fields[1].tag != _REVOKED:
         raise DerError("not a revoked answer")
     for part in children(tbs_response_data, fields[1]):
@@ -93,6 +109,67 @@ def revocation_reason_code(tbs_response_data: bytes, index: int) -> int | None:
                 raise DerError("revocationReason is not an ENUMERATED")
             return integer(tbs_response_data, inner[0])
     return None
+
+
+class CriticalExtensions(NamedTuple):
+    """Dotted OIDs of the extensions marked critical, where they appear."""
+
+    response: list[str]
+    """In responseExtensions (they apply to every answer)."""
+    single: list[str]
+    """In the singleExtensions of the answer asked about."""
+
+
+def critical_extensions(tbs_response_data: bytes, index: int) -> CriticalExtensions:
+    """The critical extensions a verifier must understand before it trusts the ``index``-th
+    answer. cryptography exposes singleExtensions only for the first answer, so both lists
+    are read here, from the signed bytes."""
+    parts, at = _response_parts(tbs_response_data)
+    response = [p for p in parts[at + 1 :] if p.tag == _EXTENSIONS]
+    fields = _single_fields(tbs_response_data, index)
+    single = [f for f in fields[3:] if f.tag == _EXTENSIONS]
+    return CriticalExtensions(
+        _critical_in(tbs_response_data, response), _critical_in(tbs_response_data, single)
+    )
+
+
+def _critical_in(data: bytes, wrappers: list[Element]) -> list[str]:
+    """Extensions ::= SEQUENCE OF SEQUENCE { extnID OID, critical BOOLEAN DEFAULT FALSE,
+    extnValue OCTET STRING }, inside a [1] EXPLICIT wrapper."""
+    if len(wrappers) > 1:
+        raise DerError("extensions appear twice")
+    found: list[str] = []
+    for wrapper in wrappers:
+        inner = children(data, wrapper)
+        if len(inner) != 1 or inner[0].tag != _SEQUENCE:
+            raise DerError("extensions are not a SEQUENCE")
+        for extension in children(data, inner[0]):
+            fields = children(data, extension) if extension.tag == _SEQUENCE else []
+            if len(fields) not in (2, 3) or fields[0].tag != _OID:
+                raise DerError("an extension is not (OID, [critical], value)")
+            if len(fields) == 3:
+                flag = fields[1]
+                if flag.tag != _BOOLEAN or flag.end - flag.start != 1:
+                    raise DerError("an extension's critical flag is not a BOOLEAN")
+                if data[flag.start]:
+                    found.append(object_identifier(data, fields[0]))
+    return found
+
+
+def object_identifier(data: bytes, elem: Element) -> str:
+    """An OBJECT IDENTIFIER's dotted form."""
+    content = data[elem.start : elem.end]
+    if not content or content[-1] & 0x80:
+        raise DerError("truncated object identifier")
+    arcs: list[int] = []
+    value = 0
+    for byte in content:
+        value = (value << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            arcs.append(value)
+            value = 0
+    first = min(arcs[0] // 40, 2)
+    return ".".join(str(a) for a in (first, arcs[0] - 40 * first, *arcs[1:]))
 
 
 def bit_string_bits(data: bytes, elem: Element) -> bytes:

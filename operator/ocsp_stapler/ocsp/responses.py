@@ -4,7 +4,7 @@ The checks, in order (each failure is its own ``OCSPError`` subclass):
 
 1. the DER parses as an OCSP response, and responseStatus is ``successful``;
 2. it holds exactly one SingleResponse whose CertID (hash algorithm, issuer name hash, issuer
-   key hash, serial) is ours;
+   key hash, serial) is ours, and no critical extension but the nonce;
 3. it is signed by the issuer itself, or by a delegated responder certificate carried in the
    response that the issuer signed directly, that carries id-kp-OCSPSigning, and that is valid
    now (RFC 6960 4.2.2.2);
@@ -47,6 +47,8 @@ from ocsp_stapler.ocsp.errors import (
 from ocsp_stapler.ocsp.queries import CERTID_HASHES, CertID, public_key_bits
 
 MAX_RESPONSE_BYTES = 64 * 1024
+
+_NONCE_OID = "1.3.6.1.5.5.7.48.1.2"
 
 MAX_SINGLE_RESPONSES = 64
 """A response answering more certificates than this is refused (CAs batch at most a few)."""
@@ -303,6 +305,22 @@ def _authenticate(
     )
 
 
+def _refuse_critical_extensions(resp: ocsp.OCSPResponse, index: int) -> None:
+    """RFC 6960 4.4 / RFC 5280 4.2: an extension marked critical that the verifier does not
+    process makes the answer unusable. Only the nonce is processed (by the fetcher, against
+    the one it sent); anything else critical, in responseExtensions or in our answer's
+    singleExtensions, is refused rather than silently ignored."""
+    try:
+        found = der.critical_extensions(resp.tbs_response_bytes, index)
+    except der.DerError as exc:
+        raise ResponseMalformed(f"unreadable extensions: {exc}") from None
+    unknown = [o for o in found.response if o != _NONCE_OID] + found.single
+    if unknown:
+        raise ResponseMalformed(
+            "the response carries critical extensions we do not process: " + ", ".join(unknown)
+        )
+
+
 def _revocation(
     resp: ocsp.OCSPResponse, index: int, single: ocsp.OCSPSingleResponse
 ) -> tuple[datetime.datetime | None, str | None, int | None]:
@@ -339,6 +357,7 @@ def verify_response(
     resp = parse_response(der_bytes)
     try:
         index, single = _single_for(resp, cert_id)
+        _refuse_critical_extensions(resp, index)
         signer = _authenticate(resp, issuer, now, policy.skew)
         this_update, next_update = single.this_update_utc, single.next_update_utc
         produced_at = resp.produced_at_utc
