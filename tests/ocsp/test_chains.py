@@ -6,6 +6,7 @@ import pytest
 from devcluster.pki import TestPKI, issue, name, new_key
 
 from ocsp_stapler.ocsp import chains, errors
+from support.ocsp_der import explicit, octets, oid, seq
 
 
 def test_issuer_is_found_by_signature_not_position(ec_pki: TestPKI) -> None:
@@ -81,3 +82,15 @@ def test_self_signed_leaf(ec_pki: TestPKI) -> None:
     chain = chains.assemble_chain(selfie.pem)
     assert chain.self_signed
     assert chain.issuer is None
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["1.2.840.113549.1.7.1", "1.2.840.113549.1.7.3"],  # PKCS#7 data, envelopedData
+)
+def test_a_pkcs7_that_is_not_signed_data_is_a_chain_error(content_type: str) -> None:
+    """What a caIssuers URL can answer: cryptography raises UnsupportedAlgorithm (not a
+    ValueError) for these, and that must still end as ChainInvalid."""
+    data = seq(oid(content_type), explicit(0, octets(b"x")))
+    with pytest.raises(errors.ChainInvalid, match="neither a PEM, DER nor PKCS#7"):
+        chains.load_certificates(data, what="the caIssuers answer")

@@ -286,7 +286,8 @@ def test_local_use_nat64(v: V4, length: int) -> None:
         ("http://h:0080/", "http://h:80/"),
         ("http://[::FFFF:169.254.169.254]:8/", "http://[::ffff:a9fe:a9fe]:8/"),
         ("http://h/\udcff", "http://h/%FF"),  # a header's undecodable byte, as it was
-        ("https://ocsp.example.com./x", "https://ocsp.example.com./x"),
+        ("https://ocsp.example.com./x", "https://ocsp.example.com/x"),  # one name, one form
+        ("http://127.0.0.1./", "http://127.0.0.1/"),  # an IPv4 literal, judged as one
         ("http://under_score.example/", "http://under_score.example/"),
     ],
 )
@@ -339,7 +340,6 @@ def test_control_characters_are_refused_anywhere(char: str, where: str) -> None:
         ("http://2130706433/", "non-canonical IPv4"),
         ("http://0x7f.0.0.1/", "non-canonical IPv4"),
         ("http://0177.0.0.1/", "non-canonical IPv4"),
-        ("http://127.0.0.1./", "non-canonical IPv4"),
         ("http://[::1/", "malformed IPv6"),
         ("http://[::1]x/", "malformed IPv6"),
         ("http://[zz]/", "invalid IPv6"),
@@ -386,5 +386,27 @@ def test_check_url_judges_literal_hosts() -> None:
         DEFAULT.check_url("http://[64:ff9b::a9fe:a9fe]/")
     with pytest.raises(DestinationRefused, match="127.0.0.0/8"):
         DEFAULT.check_url("http://127.0.0.1:8080/")
-    assert DEFAULT.check_url("http://localhost/a b") == "http://localhost/a%20b"  # by resolver
+    assert DEFAULT.check_url("http://ca.example/a b") == "http://ca.example/a%20b"  # by resolver
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://localhost/",
+        "http://LOCALHOST.:80/",
+        "http://admin.localhost/",
+        "http://a.localhost./",
+    ],
+)
+def test_localhost_names_are_loopback_without_resolving(url: str) -> None:
+    """RFC 6761: judged as loopback by name, so that a proxy (which resolves for us) or a
+    resolver that fails here cannot turn them into a way in; loopback allowed opens them."""
+    with pytest.raises(DestinationRefused, match="127.0.0.0/8"):
+        DEFAULT.check_url(url)
+    opened = DestinationGuard.from_lists(allow=["127.0.0.0/8", "::1/128"])
+    assert opened.check_url(url).startswith("http://")
+
+
+def test_a_trailing_dot_is_the_same_name() -> None:
+    assert DEFAULT.check_url("http://CA.Example./x") == "http://ca.example/x"
     assert NARROW_ALLOW.check_url("http://[::1]:9/") == "http://[::1]:9/"

@@ -48,6 +48,7 @@ def _cert(
     key_usage: bool | None = True,
     critical_unknown: bool = False,
     days: tuple[int, int] = (-30, 30),
+    not_after: datetime.datetime | None = None,
 ) -> x509.Certificate:
     builder = (
         x509.CertificateBuilder()
@@ -56,7 +57,7 @@ def _cert(
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(NOW + datetime.timedelta(days=days[0]))
-        .not_valid_after(NOW + datetime.timedelta(days=days[1]))
+        .not_valid_after(not_after or NOW + datetime.timedelta(days=days[1]))
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
     )
     if eku:
@@ -528,3 +529,21 @@ def test_an_unreadable_certificate_is_a_chain_verdict(pki: PKI) -> None:
     _, leaf = _with_x400_san("leaf.example.test", pki.ca_key, issuer_name="Verdict CA")
     with pytest.raises(ChainInvalid):
         assemble_chain(leaf.public_bytes(serialization.Encoding.PEM))
+
+
+def test_a_delegate_that_never_expires(pki: PKI) -> None:
+    """99991231235959Z is RFC 5280's "no well-defined expiration": adding the clock skew to
+    it must not overflow into a refusal (or a crash)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    forever = datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.UTC)
+    delegate = _cert(
+        "Forever Responder", key, issuer_name="Verdict CA", issuer_key=pki.ca_key, not_after=forever
+    )
+    spec = ResponseSpec(
+        answers=[_valid_answer(pki)],
+        key=key,
+        responder=delegate,
+        certs=(delegate,),
+        produced_at=NOW,
+    )
+    assert _verdict(spec.der(NOW), VerifyPolicy()) is CertStatus.GOOD

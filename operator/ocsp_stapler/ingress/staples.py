@@ -16,7 +16,7 @@ import datetime
 from dataclasses import dataclass
 
 from ocsp_stapler.ocsp.chains import assemble_chain
-from ocsp_stapler.ocsp.errors import OCSPError
+from ocsp_stapler.ocsp.errors import OCSPError, printable
 from ocsp_stapler.ocsp.queries import CertID
 from ocsp_stapler.ocsp.responses import CertStatus, verify_response
 
@@ -58,7 +58,8 @@ def servable_staple(der: bytes | None, chain_pem: bytes, *, now: datetime.dateti
     except OCSPError as exc:
         return StapleCheck(None, str(exc), rejected=True)
     except Exception as exc:  # hostile bytes end in a verdict, whatever raised
-        return StapleCheck(None, f"unreadable staple ({type(exc).__name__}: {exc})", rejected=True)
+        why = printable(f"unreadable staple ({type(exc).__name__}: {exc})")
+        return StapleCheck(None, why, rejected=True)
     if staple.status is CertStatus.UNKNOWN:
         return StapleCheck(None, "the staple says unknown")
     return StapleCheck(

@@ -201,13 +201,19 @@ class DestinationGuard:
 
     def check_url(self, url: str) -> str:
         """The URL as it may be sent (``safe_url``), once an IP literal host passes
-        ``check_address`` (aiohttp resolves no literal, so the resolver hook never sees it)."""
+        ``check_address`` (aiohttp resolves no literal, so the resolver hook never sees it),
+        and a ``localhost`` name passes as loopback."""
         safe = safe_url(url)
         host = _host_of(safe)
         if host.startswith("["):
             self.check_address(host[1:-1])
         elif _IPV4.fullmatch(host):
             self.check_address(host)
+        elif host == "localhost" or host.endswith(".localhost"):
+            # RFC 6761 6.3: loopback by name, whatever a resolver (or a proxy's) would answer,
+            # so judged as loopback even when it is never resolved here.
+            for loopback in ("127.0.0.1", "::1"):
+                self.check_address(loopback)
         return safe
 
 
@@ -267,8 +273,8 @@ def _name_host(authority: str, url: str) -> tuple[str, str]:
             "'-', '.', '_' only)",
             url,
         )
-    host = name.lower()
-    labels = host.removesuffix(".").split(".")
+    host = name.lower().removesuffix(".")  # "ca.example." is "ca.example": judged alike
+    labels = host.split(".")
     if len(host) > 253 or any(not label or len(label) > 63 for label in labels):
         raise _refused("URL host is not a valid host name", url)
     # "127.1", "2130706433", "0x7f.1" are IPv4 addresses to inet_aton: only the canonical

@@ -77,7 +77,7 @@ def load_certificates(data: bytes, *, what: str) -> list[x509.Certificate]:
         pass
     try:
         certs = pkcs7.load_der_pkcs7_certificates(data)
-    except ValueError:
+    except Exception:  # ValueError, and UnsupportedAlgorithm for a PKCS#7 that is not signedData
         raise ChainInvalid(f"{what} is neither a PEM, DER nor PKCS#7 certificate") from None
     if not certs:
         raise ChainInvalid(f"{what} holds no certificate")

@@ -75,6 +75,19 @@ _DELEGATE_CRITICAL_OK = frozenset(
 those that only describe it. Any other critical extension is one we would be ignoring."""
 
 
+_LATEST = datetime.datetime.max.replace(tzinfo=datetime.UTC)
+_EARLIEST = datetime.datetime.min.replace(tzinfo=datetime.UTC)
+
+
+def _shifted(when: datetime.datetime, by: datetime.timedelta) -> datetime.datetime:
+    """``when + by``, held at the ends of the calendar: certificates say 99991231235959Z for
+    "no expiry" (RFC 5280 4.1.2.5), and adding the skew to that must not raise."""
+    try:
+        return when + by
+    except OverflowError:
+        return _LATEST if by > datetime.timedelta(0) else _EARLIEST
+
+
 class CertStatus(enum.StrEnum):
     GOOD = "good"
     REVOKED = "revoked"
@@ -260,7 +273,8 @@ def _check_delegate(
             f"delegated signer {who} carries critical extensions we do not process: "
             + ", ".join(unknown)
         )
-    if not (delegate.not_valid_before_utc - skew <= now <= delegate.not_valid_after_utc + skew):
+    valid_from = _shifted(delegate.not_valid_before_utc, -skew)
+    if not (valid_from <= now <= _shifted(delegate.not_valid_after_utc, skew)):
         raise SignerUnauthorized(
             f"delegated signer {who} is not valid now "
             f"({delegate.not_valid_before_utc.isoformat()} .. "
@@ -372,9 +386,10 @@ def verify_response(
         # kinds (ValueError, UnsupportedAlgorithm, DuplicateExtension, ...): all are malformed
         raise ResponseMalformed(f"malformed response: {exc}") from None
 
-    if this_update > now + policy.skew:
+    latest = _shifted(now, policy.skew)
+    if this_update > latest:
         raise NotYetValid(f"thisUpdate {this_update.isoformat()} is in the future")
-    if produced_at > now + policy.skew:
+    if produced_at > latest:
         raise NotYetValid(f"producedAt {produced_at.isoformat()} is in the future")
     if next_update is not None and next_update < this_update:
         raise ResponseMalformed(
@@ -383,7 +398,7 @@ def verify_response(
     if next_update is None:
         if policy.require_next_update:
             raise NoNextUpdate("the response has no nextUpdate")
-        expires_at = this_update + policy.assumed_validity
+        expires_at = _shifted(this_update, policy.assumed_validity)
     else:
         expires_at = next_update
     if expires_at <= now:
