@@ -100,11 +100,12 @@ TABLE: list[tuple[str, str, str]] = [
     ("2002:a9fe:a9fe::1", "6to4 metadata", "RRR.RR"),
     ("2002:7f00:1::1", "6to4 loopback", "RR.RRR"),
     ("2002:5db8:d822::1", "6to4 public", "..RR.."),
-    # Teredo: server 65.54.227.120 (public), client de-obfuscated from the last 32 bits
+    # Teredo: server 65.54.227.120 (public), client de-obfuscated from the last 32 bits. An
+    # allow list opens one only when both are allowed: one allowed form proves nothing.
     ("2001:0:4136:e378:8000:63bf:56ab:5656", "Teredo, client 169.84.169.169", "..RR.."),
-    ("2001:0:4136:e378:8000:63bf:5601:5601", "Teredo, client 169.254.169.254", "RRR.RR"),
-    ("2001:0:a9fe:a9fe:8000:63bf:3fff:fdd2", "Teredo, server 169.254.169.254", "RRR.RR"),
-    ("2001:0:4136:e378:8000:63bf:80ff:fffe", "Teredo, client 127.0.0.1", "RR.RRR"),
+    ("2001:0:4136:e378:8000:63bf:5601:5601", "Teredo, client 169.254.169.254", "RRRRRR"),
+    ("2001:0:a9fe:a9fe:8000:63bf:3fff:fdd2", "Teredo, server 169.254.169.254", "RRRRRR"),
+    ("2001:0:4136:e378:8000:63bf:80ff:fffe", "Teredo, client 127.0.0.1", "RRRRRR"),
 ]
 
 
@@ -171,6 +172,35 @@ def test_refusals_name_the_range_and_the_embedded_address() -> None:
         NARROW_ALLOW.check_address("93.184.216.34")
     with pytest.raises(DestinationRefused, match="not an IP address"):
         DEFAULT.check_address("localhost")
+
+
+def _teredo(server: str, client: str) -> str:
+    obfuscated = int(ipaddress.IPv4Address(client)) ^ 0xFFFFFFFF
+    server_bits = int(ipaddress.IPv4Address(server)) << 64
+    return str(ipaddress.IPv6Address((0x20010000 << 96) | server_bits | obfuscated))
+
+
+def _local_nat64(layout48: str, layout96: str) -> str:
+    packed = bytearray(ipaddress.IPv6Address("64:ff9b:1::").packed)
+    packed[6], packed[7], packed[9], packed[10] = ipaddress.IPv4Address(layout48).packed
+    packed[11] = 7
+    packed[12:16] = ipaddress.IPv4Address(layout96).packed
+    return str(ipaddress.IPv6Address(bytes(packed)))
+
+
+@pytest.mark.parametrize(
+    ("address", "opened"),
+    [
+        (_teredo("10.0.0.1", "203.0.113.5"), False),  # traffic goes to the client
+        (_teredo("10.0.0.1", "10.0.0.9"), True),
+        (_local_nat64("10.1.1.1", "203.0.113.5"), False),  # one allowed layout proves nothing
+        ("64:ff9b::a00:1", True),  # well-known NAT64: one reading, 10.0.0.1
+    ],
+)
+def test_an_allow_list_needs_every_embedded_destination(address: str, opened: bool) -> None:
+    """Unless the IPv6 address itself is allowed, every IPv4 it could be delivered to must be."""
+    guard = DestinationGuard.from_lists(allow=["10.0.0.0/8"])
+    assert refused(guard, address) is not opened
 
 
 def test_a_declared_local_nat64_prefix_fixes_the_layout() -> None:

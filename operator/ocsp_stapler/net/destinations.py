@@ -27,8 +27,9 @@ The address rule, exactly:
    that lies inside that default range: ``allow=127.0.0.0/8`` (or ``127.0.0.1/32``) opens
    loopback, ``allow=169.254.169.254/32`` opens the metadata address, but ``0.0.0.0/0`` or
    ``::/0`` opens none of them. A broad allow list must never expose them by accident.
-3. When ``allow`` is set, an address must be in some allow range (as itself or through an
-   IPv4 address inside it).
+3. When ``allow`` is set, an address must be in some allow range as itself, or else every
+   IPv4 address inside it must be (an IPv6 address can carry several, and traffic reaches
+   only one of them: Teredo's client, one NAT64 layout).
 
 An address is refused if any of its forms (the address, each IPv4 inside) is refused.
 
@@ -184,8 +185,17 @@ class DestinationGuard:
                         "allow range inside it opens it)",
                         retryable=False,
                     )
-        if self.allow and not any(_within(f, a) for f in forms for a in self.allow):
+        if self.allow and not self._allowed(forms):
             raise DestinationRefused(f"address {ip} is outside the allowed ranges", retryable=False)
+
+    def _allowed(self, forms: tuple[IPAddress, ...]) -> bool:
+        """The address itself is in an allow range, or else every IPv4 it could be delivered
+        to is: a Teredo address goes to its client, not its server, and a local-use NAT64
+        address to the one layout its translator uses, so one allowed reading proves nothing."""
+        ip, embedded = forms[0], forms[1:]
+        if any(_within(ip, a) for a in self.allow):
+            return True
+        return bool(embedded) and all(any(_within(f, a) for a in self.allow) for f in embedded)
 
     def _layouts(self, ip: IPAddress) -> tuple[int, ...]:
         """How to read ``ip`` if it is local-use NAT64: an allow range inside 64:ff9b:1::/48
