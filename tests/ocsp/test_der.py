@@ -102,7 +102,13 @@ def test_damaged_bytes_end_in_a_value_or_der_error(data: bytes, index: int) -> N
 
 @pytest.mark.parametrize(
     "content",
-    [b"", b"\x81", b"\x2a\x86"],  # empty, and a last byte that says "more follows"
+    [
+        b"",
+        b"\x81",  # a last byte that says "more follows"
+        b"\x2a\x86",
+        b"\xff" * 60000 + b"\x7f",  # one huge arc: quadratic to decode, too long for str()
+    ],
+    ids=["empty", "continued", "continued-after-arc", "huge-arc"],
 )
 def test_truncated_object_identifiers(content: bytes) -> None:
     with pytest.raises(der.DerError):

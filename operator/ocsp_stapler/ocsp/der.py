@@ -69,6 +69,9 @@ _SEQUENCE, _GENERALIZED_TIME = 0x30, 0x18
 _REVOKED, _REASON, _ENUMERATED = 0xA1, 0xA0, 0x0A
 _EXTENSIONS, _OID, _BOOLEAN = 0xA1, 0x06, 0x01
 
+MAX_OID_BYTES = 64
+"""Real OIDs take under 40 bytes (UUID arcs under 2.25 about 20); longer is not an extension."""
+
 
 def _response_parts(tbs_response_data: bytes) -> tuple[list[Element], int]:
     """ResponseData's parts, and the position of its ``responses`` SEQUENCE.
@@ -161,6 +164,9 @@ def object_identifier(data: bytes, elem: Element) -> str:
     content = data[elem.start : elem.end]
     if not content or content[-1] & 0x80:
         raise DerError("truncated object identifier")
+    if len(content) > MAX_OID_BYTES:
+        # Decoding is quadratic in an arc's length, and a huge arc overflows str(): bounded.
+        raise DerError(f"object identifier longer than {MAX_OID_BYTES} bytes")
     arcs: list[int] = []
     value = 0
     for byte in content:

@@ -28,7 +28,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.x509 import ocsp
-from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, OCSPExtensionOID
 
 from ocsp_stapler.ocsp import der
 from ocsp_stapler.ocsp.chains import is_ca, signed_by
@@ -47,8 +47,6 @@ from ocsp_stapler.ocsp.errors import (
 from ocsp_stapler.ocsp.queries import CERTID_HASHES, CertID, public_key_bits
 
 MAX_RESPONSE_BYTES = 64 * 1024
-
-_NONCE_OID = "1.3.6.1.5.5.7.48.1.2"
 
 MAX_SINGLE_RESPONSES = 64
 """A response answering more certificates than this is refused (CAs batch at most a few)."""
@@ -328,7 +326,8 @@ def _refuse_critical_extensions(resp: ocsp.OCSPResponse, index: int) -> None:
         found = der.critical_extensions(resp.tbs_response_bytes, index)
     except der.DerError as exc:
         raise ResponseMalformed(f"unreadable extensions: {exc}") from None
-    unknown = [o for o in found.response if o != _NONCE_OID] + found.single
+    nonce = OCSPExtensionOID.NONCE.dotted_string
+    unknown = [o for o in found.response if o != nonce] + found.single
     if unknown:
         raise ResponseMalformed(
             "the response carries critical extensions we do not process: " + ", ".join(unknown)
