@@ -51,6 +51,13 @@ async def namespace(api: ApiClient) -> AsyncIterator[str]:
 
 
 @pytest.fixture
+async def other_namespace(api: ApiClient) -> AsyncIterator[str]:
+    """A second namespace of this test's own (a second tenant's)."""
+    async with temporary_namespace(api) as name:
+        yield name
+
+
+@pytest.fixture
 async def scripted() -> AsyncIterator[ScriptedServer]:
     server = await ScriptedServer().start()
     yield server

@@ -16,8 +16,6 @@ import base64
 import dataclasses
 import datetime
 import os
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +44,7 @@ from ocsp_stapler.ingress.snapshots import (
 from ocsp_stapler.ingress.supervisor import Supervisor, self_signed_certificate
 from ocsp_stapler.ingress.tls import CertificateStore
 from ocsp_stapler.ingress.worker import Worker, WorkerSettings
-from ocsp_stapler.k8s.client import ApiClient, Credentials, resource_path
+from ocsp_stapler.k8s.client import ApiClient, Credentials
 from support.backends import EchoBackend, expose
 from support.ingresses import (
     StartIngress,
@@ -500,16 +498,6 @@ async def test_the_publish_loop_survives_a_failing_build() -> None:
 
 
 # --------------------------------------------------------------------- end to end
-
-
-@pytest.fixture
-async def other_namespace(api: ApiClient) -> AsyncIterator[str]:
-    """A second tenant's namespace."""
-    name = f"t-{uuid.uuid4().hex[:10]}"
-    path = resource_path(api_version="v1", plural="namespaces")
-    await api.create(path, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
-    yield name
-    await api.delete(resource_path(api_version="v1", plural="namespaces", name=name))
 
 
 async def _secret(api: ApiClient, namespace: str, name: str, **fields: Any) -> None:

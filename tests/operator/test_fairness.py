@@ -10,27 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
-import pytest
 from devcluster.pki import Issued, TestPKI
 from devcluster.responder import OpenSSLResponder
 
 from ocsp_stapler.k8s.client import ApiClient
 from support.clocks import FakeClock
-from support.kube import secret_path, temporary_namespace, tls_secret, wait_for
+from support.kube import secret_path, tls_secret, wait_for
 from support.operators import StartOperator
 from support.responders import LOOPBACK_CIDRS, ScriptedServer, hang
 from support.staples import ENABLED, create_secret, staple_of, status_with
 
 HOSTILE = 4
-
-
-@pytest.fixture
-async def other_namespace(api: ApiClient) -> AsyncIterator[str]:
-    """A second namespace of this test's own (the ``namespace`` fixture gives the first)."""
-    async with temporary_namespace(api) as name:
-        yield name
 
 
 def hanging_leaf(pki: TestPKI, base: str, i: int) -> Issued:

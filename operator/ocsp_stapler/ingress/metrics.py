@@ -8,6 +8,7 @@
 | ocsp_stapler_ingress_upstream_latency_seconds | histogram | |
 | ocsp_stapler_ingress_connections | gauge | |
 | ocsp_stapler_ingress_secret_problems | gauge | reason |
+| ocsp_stapler_ingress_refused_hosts | gauge | reason |
 | ocsp_stapler_ingress_publish_failures_total | counter | stage |
 
 ``version`` is TLSv1.2 or TLSv1.3; ``staple`` is served, not_served (asked, none valid) or
@@ -15,7 +16,9 @@ not_requested (the client sent no status_request). ``secret_problems`` counts th
 our Ingresses name that are not (fully) served, by reason (``snapshots.REASONS``: e.g.
 KeyMismatch, not served; StapleRejected, served without a staple); ``publish_failures``
 counts configurations that could not be built or sent (``stage`` build or send), each of
-which left the previous configuration in place.
+which left the previous configuration in place. ``refused_hosts`` counts the (Ingress, host)
+pairs left out (``claims.REASONS``: HostTaken, another namespace holds the name;
+HostNotInCertificate, the tls entry's certificate does not cover it).
 
 Workers are processes, so each keeps plain counters and sends a snapshot every second; the
 watcher keeps the latest snapshot per worker and adds them up at scrape time. The Secret
@@ -83,10 +86,12 @@ class WorkerMetrics:
 class IngressCollector(Collector):
     """Sums the latest snapshot of every worker (including workers that were restarted)."""
 
-    def __init__(self, reasons: tuple[str, ...] = ()) -> None:
+    def __init__(self, reasons: tuple[str, ...] = (), host_reasons: tuple[str, ...] = ()) -> None:
         self.snapshots: dict[str, dict[str, Any]] = {}
         self.secret_problems: dict[str, int] = dict.fromkeys(reasons, 0)
         """Secrets with a problem, by reason, as of the last build (set by the watcher)."""
+        self.refused_hosts: dict[str, int] = dict.fromkeys(host_reasons, 0)
+        """(Ingress, host) pairs left out, by reason, as of the last build."""
         self.publish_failures: Counter[str] = Counter()
 
     def collect(self) -> Iterator[Any]:
@@ -144,6 +149,15 @@ class IngressCollector(Collector):
         for reason, n in sorted(self.secret_problems.items()):
             problems.add_metric([reason], n)
         yield problems
+        refused = GaugeMetricFamily(
+            "ocsp_stapler_ingress_refused_hosts",
+            "Hosts of our Ingresses left out: held by another namespace, or not covered by "
+            "the certificate of their tls entry.",
+            labels=["reason"],
+        )
+        for reason, n in sorted(self.refused_hosts.items()):
+            refused.add_metric([reason], n)
+        yield refused
         failures_family = CounterMetricFamily(
             "ocsp_stapler_ingress_publish_failures",
             "Configurations that could not be built or sent (the previous one stayed).",

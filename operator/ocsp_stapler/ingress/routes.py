@@ -8,6 +8,10 @@ Kubernetes Ingress semantics (networking.k8s.io/v1):
 * path types: ``Exact`` (the whole path), ``Prefix`` (by ``/``-separated elements: ``/foo``
   matches ``/foo`` and ``/foo/bar`` but not ``/foobar``); ``ImplementationSpecific`` is
   treated as ``Prefix``; the longest match wins, and ``Exact`` wins a tie;
+* a host belongs to one namespace (``claims``: the oldest claim wins); when none of its
+  paths match, a request falls through to a wildcard, the hostless rules or the default
+  backend only if they belong to that namespace too, so no tenant's catch-all receives
+  another tenant's traffic;
 * traffic goes to the *ready* endpoints of the backend Service's EndpointSlices, round-robin,
   never to the ClusterIP (so it works without kube-proxy, and with selector-less Services).
 """
@@ -17,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from ocsp_stapler.ingress.claims import HostOwners, host_key, oldest_first
 
 Obj = Mapping[str, Any]
 
@@ -66,6 +72,8 @@ class PathRule:
 @dataclass
 class HostRules:
     rules: list[PathRule] = field(default_factory=list)
+    namespace: str | None = None
+    """The namespace the host belongs to (None: nobody's, e.g. no hostless rule)."""
 
     def add(self, rule: PathRule) -> None:
         self.rules.append(rule)
@@ -86,12 +94,21 @@ class RouteTable:
     """Keyed by the suffix after '*', e.g. '.example.com'."""
     anyhost: HostRules = field(default_factory=HostRules)
     default_upstream: str | None = None
+    default_namespace: str | None = None
     upstreams: dict[str, Upstream] = field(default_factory=dict)
     _seen: dict[tuple[bytes, bytes], Upstream | None] = field(
         default_factory=dict, repr=False, compare=False
     )
     """route_raw's answers by (Host, path): a table never changes once built (a new
     configuration is a new table), so they stay right for its whole life."""
+
+    def rules_for(self, host: str) -> HostRules:
+        """The entry of a host as claimed: '' (hostless), '*.example.com' or exact."""
+        if not host:
+            return self.anyhost
+        if host.startswith("*."):
+            return self.wildcard.setdefault(host[1:], HostRules())
+        return self.exact.setdefault(host, HostRules())
 
     def hosts(self, host: str) -> list[HostRules]:
         """Candidate rule sets for a host, most specific first."""
@@ -122,11 +139,18 @@ class RouteTable:
         """The upstream for a request, or None (404)."""
         host = host.split(":", 1)[0].lower().rstrip(".")
         path = path.split("?", 1)[0] or "/"
+        held, owner = False, None
         for rules in self.hosts(host):
+            if not rules.rules and rules.namespace is None:
+                continue  # an empty catch-all
+            if not held:
+                held, owner = True, rules.namespace  # the most specific holder decides
+            elif rules.namespace != owner:
+                continue
             rule = rules.match(path)
             if rule is not None:
                 return self.upstreams.get(rule.upstream_key)
-        if self.default_upstream is not None:
+        if self.default_upstream is not None and (not held or owner == self.default_namespace):
             return self.upstreams.get(self.default_upstream)
         return None
 
@@ -209,30 +233,30 @@ def _upstream(view: ClusterView, namespace: str, backend: Obj, table: RouteTable
     return key
 
 
-def build_table(view: ClusterView, ingresses: Iterable[Obj]) -> RouteTable:
-    """The route table for our Ingresses (oldest first, so the first claim on a path wins)."""
+def build_table(
+    view: ClusterView, ingresses: Iterable[Obj], owners: HostOwners | None = None
+) -> RouteTable:
+    """The route table for our Ingresses (oldest first, so the first claim on a path wins);
+    a rule for a host another namespace holds is left out (``owners``, computed from these
+    Ingresses when not given)."""
+    ordered = oldest_first(ingresses)
+    owners = owners if owners is not None else HostOwners.of(ordered)
     table = RouteTable()
-    ordered = sorted(
-        ingresses,
-        key=lambda i: (
-            i["metadata"].get("creationTimestamp", ""),
-            i["metadata"].get("namespace", ""),
-            i["metadata"]["name"],
-        ),
-    )
+    for host, namespace in owners.owners.items():
+        # Every held name gets its entry, paths or not: a host named only in spec.tls
+        # still belongs to its namespace, and nobody else's catch-all answers for it.
+        table.rules_for(host).namespace = namespace
     for ing in ordered:
         namespace = ing["metadata"].get("namespace", "default")
         spec = ing.get("spec") or {}
         if spec.get("defaultBackend") and table.default_upstream is None:
             table.default_upstream = _upstream(view, namespace, spec["defaultBackend"], table)
+            table.default_namespace = namespace
         for rule in spec.get("rules") or []:
-            host = str(rule.get("host") or "").lower()
-            if not host:
-                rules = table.anyhost
-            elif host.startswith("*."):
-                rules = table.wildcard.setdefault(host[1:], HostRules())
-            else:
-                rules = table.exact.setdefault(host, HostRules())
+            host = host_key(rule.get("host"))
+            if owners.owner(host) != namespace:
+                continue  # held by another namespace (or, without paths, claimed by none)
+            rules = table.rules_for(host)
             for p in (rule.get("http") or {}).get("paths") or []:
                 key = _upstream(view, namespace, p.get("backend") or {}, table)
                 if key is None:
@@ -249,31 +273,45 @@ class TLSBinding:
     secret: str
     """namespace/name"""
     hosts: tuple[str, ...]
+    """As listed; empty: the certificate's own names."""
+    ingress: str = ""
+    """namespace/name of the Ingress that lists it."""
 
 
 def tls_bindings(ingresses: Iterable[Obj]) -> list[TLSBinding]:
+    """The tls entries of these Ingresses, oldest Ingress first."""
     found = []
-    for ing in ingresses:
+    for ing in oldest_first(ingresses):
         namespace = ing["metadata"].get("namespace", "default")
         for tls in (ing.get("spec") or {}).get("tls") or []:
             secret = tls.get("secretName")
             if secret:
-                hosts = tuple(str(h).lower() for h in tls.get("hosts") or [])
-                found.append(TLSBinding(secret=f"{namespace}/{secret}", hosts=hosts))
+                hosts = tuple(dict.fromkeys(host_key(h) for h in tls.get("hosts") or []))
+                found.append(
+                    TLSBinding(
+                        secret=f"{namespace}/{secret}",
+                        hosts=hosts,
+                        ingress=f"{namespace}/{ing['metadata'].get('name', '')}",
+                    )
+                )
     return found
 
 
 def table_to_wire(table: RouteTable) -> dict[str, Any]:
     """A JSON-able form, sent from the watcher to the workers."""
 
-    def rules(h: HostRules) -> list[list[Any]]:
-        return [[r.path, r.exact, r.upstream_key] for r in h.rules]
+    def rules(h: HostRules) -> dict[str, Any]:
+        return {
+            "namespace": h.namespace,
+            "rules": [[r.path, r.exact, r.upstream_key] for r in h.rules],
+        }
 
     return {
         "exact": {k: rules(v) for k, v in table.exact.items()},
         "wildcard": {k: rules(v) for k, v in table.wildcard.items()},
         "anyhost": rules(table.anyhost),
         "default": table.default_upstream,
+        "default_namespace": table.default_namespace,
         "upstreams": {
             k: [[e.address, e.port] for e in u.endpoints] for k, u in table.upstreams.items()
         },
@@ -281,9 +319,9 @@ def table_to_wire(table: RouteTable) -> dict[str, Any]:
 
 
 def table_from_wire(wire: Mapping[str, Any]) -> RouteTable:
-    def rules(items: list[list[Any]]) -> HostRules:
-        h = HostRules()
-        for path, exact, key in items:
+    def rules(entry: Mapping[str, Any]) -> HostRules:
+        h = HostRules(namespace=entry["namespace"])
+        for path, exact, key in entry["rules"]:
             h.add(PathRule(path=path, exact=exact, upstream_key=key))
         return h
 
@@ -292,6 +330,7 @@ def table_from_wire(wire: Mapping[str, Any]) -> RouteTable:
         wildcard={k: rules(v) for k, v in wire["wildcard"].items()},
         anyhost=rules(wire["anyhost"]),
         default_upstream=wire["default"],
+        default_namespace=wire["default_namespace"],
         upstreams={
             k: Upstream(name=k, endpoints=tuple(Endpoint(a, p) for a, p in v))
             for k, v in wire["upstreams"].items()

@@ -13,7 +13,10 @@ parser chokes on, even a bug of ours) becomes a ``SecretProblem`` for that Secre
   certificate, like an unknown SNI name);
 - a staple that is refused: its hosts are served, without a staple.
 
-Every other tenant's entry is built as if that Secret did not exist. The certificate and key
+Every other tenant's entry is built as if that Secret did not exist. Which hosts a
+certificate answers for is decided here too (``claims``): the names of its tls entries that
+its namespace holds and that the certificate covers, the oldest Ingress first; a name left
+out is a ``Refusal`` on the Ingress that listed it. The certificate and key
 are checked here, once per version, the way the workers will load them (a trial OpenSSL
 Context), so a Secret that would fail in every worker is reported once, with a reason.
 """
@@ -29,20 +32,30 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
+from ocsp_stapler.ingress.claims import (
+    HOST_NOT_IN_CERTIFICATE,
+    HostOwners,
+    Refusal,
+    certificate_covers,
+    covering_wildcard,
+    oldest_first,
+)
 from ocsp_stapler.ingress.routes import (
     ClusterView,
     RouteTable,
+    TLSBinding,
     build_table,
     ours,
     table_to_wire,
     tls_bindings,
 )
 from ocsp_stapler.ingress.staples import ServableStaple, StapleCheck, servable_staple
-from ocsp_stapler.ingress.tls import server_context
+from ocsp_stapler.ingress.tls import dns_names, server_context
 from ocsp_stapler.ocsp.chains import is_ca, is_self_signed, parse_pem_certificates
 from ocsp_stapler.ocsp.errors import ChainInvalid
 
@@ -101,6 +114,8 @@ class _Pair:
     version: str
     chain: str
     key: str
+    names: tuple[str, ...] = ()
+    """The DNS names the certificate is valid for (its SAN)."""
 
 
 @dataclass(frozen=True)
@@ -210,6 +225,11 @@ class SnapshotBuilder:
     """Our Ingresses naming each Secret in spec.tls (namespace, name, uid), last build."""
     skipped_ingresses: dict[str, str] = field(default_factory=dict)
     """Ingresses left out of the route table of the last build, and why."""
+    ingress_refs: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Our Ingresses of the last build (Event targets), by namespace/name."""
+    refusals: list[Refusal] = field(default_factory=list)
+    """Hosts of our Ingresses left out of the last build (another namespace holds them, or
+    the certificate does not cover them)."""
     load_pair: Callable[[bytes, bytes], tuple[str, str]] = load_pair
     """How a chain and key are checked (a parameter, so tests can make it fail)."""
     check_staple: Callable[..., StapleCheck] = servable_staple
@@ -247,7 +267,8 @@ class SnapshotBuilder:
                 verdict = _Refused(exc.reason, exc.message)
             else:
                 version = hashlib.sha256(f"{chain_pem}\0{key_pem}".encode()).hexdigest()
-                verdict = _Pair(version, chain_pem, key_pem)
+                leaf = x509.load_pem_x509_certificate(chain_pem.encode("ascii"))
+                verdict = _Pair(version, chain_pem, key_pem, dns_names(leaf))
         self._pairs[digest] = verdict
         return verdict
 
@@ -269,9 +290,7 @@ class SnapshotBuilder:
             return StapleCheck(None, "the staple expired")
         return cached
 
-    def _cert(
-        self, secret_id: str, secret: Obj | None, hosts: tuple[str, ...]
-    ) -> dict[str, Any] | None:
+    def _cert(self, secret_id: str, secret: Obj | None) -> dict[str, Any] | None:
         if secret is None:
             return None
         data = secret.get("data") or {}
@@ -301,17 +320,16 @@ class SnapshotBuilder:
             "version": pair.version,
             "chain": pair.chain,
             "key": pair.key,
-            "hosts": list(hosts),
+            "hosts": [],
+            "names": list(pair.names),
             "staple": staple.der.hex() if staple else None,
             "staple_expires": staple.expires_at if staple else None,
         }
 
-    def _guarded_cert(
-        self, secret_id: str, secret: Obj | None, hosts: tuple[str, ...]
-    ) -> dict[str, Any] | None:
+    def _guarded_cert(self, secret_id: str, secret: Obj | None) -> dict[str, Any] | None:
         """The per-Secret boundary: whatever one Secret makes raise, it alone is skipped."""
         try:
-            return self._cert(secret_id, secret, hosts)
+            return self._cert(secret_id, secret)
         except Exception as exc:  # one tenant's Secret never stops the build
             digest = _fingerprint(repr(exc))
             if self._failures_logged.get(secret_id) != digest:
@@ -324,19 +342,23 @@ class SnapshotBuilder:
 
     # ------------------------------------------------------------------ Ingresses
 
-    def _table(self, view: ClusterView, mine: list[Obj]) -> tuple[RouteTable, list[Obj]]:
+    def _table(
+        self, view: ClusterView, mine: list[Obj]
+    ) -> tuple[RouteTable, list[Obj], HostOwners]:
         """The route table; an Ingress that makes it fail is left out, not every Ingress."""
         try:
-            table = build_table(view, mine)
+            owners = HostOwners.of(mine)
+            table = build_table(view, mine, owners)
         except Exception:  # find the Ingress(es) at fault, keep the others
             logger.debug("the route table failed; trying each Ingress alone", exc_info=True)
         else:
             self.skipped_ingresses = {}
-            return table, mine
+            return table, mine, owners
         kept: list[Obj] = []
         skipped: dict[str, str] = {}
         for ing in mine:
             try:
+                HostOwners.of([ing])
                 build_table(view, [ing])
                 list(tls_bindings([ing]))
             except Exception as exc:
@@ -348,11 +370,13 @@ class SnapshotBuilder:
             else:
                 kept.append(ing)
         self.skipped_ingresses = skipped
-        return build_table(view, kept), kept
+        owners = HostOwners.of(kept)
+        return build_table(view, kept, owners), kept, owners
 
-    @staticmethod
-    def _referrers(ingresses: Iterable[Obj]) -> dict[str, list[dict[str, str]]]:
+    def _referrers(self, ingresses: Iterable[Obj]) -> dict[str, list[dict[str, str]]]:
+        """Our Ingresses naming each Secret; ``ingress_refs`` by namespace/name on the way."""
         found: dict[str, list[dict[str, str]]] = {}
+        self.ingress_refs = {}
         for ing in ingresses:
             meta = ing.get("metadata") or {}
             ref = {
@@ -362,6 +386,7 @@ class SnapshotBuilder:
                 "name": str(meta.get("name", "")),
                 "uid": str(meta.get("uid", "")),
             }
+            self.ingress_refs[f"{ref['namespace']}/{ref['name']}"] = ref
             for binding in tls_bindings([ing]):
                 refs = found.setdefault(binding.secret, [])
                 if ref not in refs:
@@ -386,22 +411,34 @@ class SnapshotBuilder:
             if exists and ours(i, class_name=self.class_name, is_default_class=is_default)
         ]
         view = ClusterView(ingresses=dict(ingresses), services=dict(services), slices=dict(slices))
-        table, mine = self._table(view, mine)
-        hosts_by_secret: dict[str, list[str]] = {}
-        for binding in tls_bindings(mine):
-            hosts_by_secret.setdefault(binding.secret, []).extend(binding.hosts)
+        table, mine, owners = self._table(view, oldest_first(mine))
+        bindings = tls_bindings(mine)
         self.problems = {}
         self._live_pairs = set()
         self.referrers = self._referrers(mine)
         certs: dict[str, dict[str, Any]] = {}
-        for secret_id, hosts in sorted(hosts_by_secret.items()):
-            hosts_once = tuple(dict.fromkeys(hosts))
-            cert = self._guarded_cert(secret_id, secrets.get(secret_id), hosts_once)
+        for secret_id in dict.fromkeys(b.secret for b in bindings):
+            cert = self._guarded_cert(secret_id, secrets.get(secret_id))
             if cert is not None:
                 certs[secret_id] = cert
+        self.refusals = list(owners.refused)
+        bound = self._bind_hosts(bindings, certs, owners)
+        for host, secret_id in bound.items():
+            certs[secret_id]["hosts"].append(host)
+        # A host held by one namespace must not get another namespace's wildcard certificate
+        # when its own binds none: it gets the default certificate, like an unknown name.
+        unbound = sorted(
+            host
+            for host, namespace in owners.owners.items()
+            if host
+            and host not in bound
+            and (wildcard := covering_wildcard(host)) is not None
+            and wildcard in bound
+            and bound[wildcard].split("/", 1)[0] != namespace
+        )
         default_id = self.default_secret if self.default_secret in certs else DEFAULT_ID
         if self.default_secret and self.default_secret not in certs:
-            cert = self._guarded_cert(self.default_secret, secrets.get(self.default_secret), ())
+            cert = self._guarded_cert(self.default_secret, secrets.get(self.default_secret))
             if cert is not None:
                 certs[self.default_secret] = cert
                 default_id = self.default_secret
@@ -412,6 +449,7 @@ class SnapshotBuilder:
                 "chain": chain_pem,
                 "key": key_pem,
                 "hosts": [],
+                "names": [],
                 "staple": None,
                 "staple_expires": None,
             }
@@ -422,4 +460,41 @@ class SnapshotBuilder:
         }
         live = {c["version"] for c in certs.values()}
         self._checked = {k: v for k, v in self._checked.items() if k[0] in live}
-        return {"routes": table_to_wire(table), "certs": certs, "default": default_id}
+        return {
+            "routes": table_to_wire(table),
+            "certs": certs,
+            "default": default_id,
+            "unbound": unbound,
+        }
+
+    def _bind_hosts(
+        self, bindings: Iterable[TLSBinding], certs: Mapping[str, Any], owners: HostOwners
+    ) -> dict[str, str]:
+        """Host → the Secret whose certificate answers its SNI: the oldest Ingress's tls
+        entry naming it, if its namespace holds the name and the certificate covers it. A
+        tls entry without hosts binds the certificate's own names, where nobody else holds
+        them."""
+        bound: dict[str, str] = {}
+        for binding in bindings:
+            cert = certs.get(binding.secret)
+            if cert is None:
+                continue  # not served at all: a SecretProblem says why
+            namespace = binding.secret.split("/", 1)[0]
+            names = tuple(cert["names"])
+            for host in binding.hosts or names:
+                if host in bound or not host or not owners.allows(namespace, host):
+                    continue  # a younger entry, or a name held elsewhere (a Refusal)
+                if not certificate_covers(names, host):
+                    self.refusals.append(
+                        Refusal(
+                            binding.ingress,
+                            host,
+                            HOST_NOT_IN_CERTIFICATE,
+                            f"TLS Secret {binding.secret} has no certificate for {host} "
+                            f"(it covers {', '.join(names) or 'no DNS name'}); "
+                            f"{host} gets the default certificate",
+                        )
+                    )
+                    continue
+                bound[host] = binding.secret
+        return bound

@@ -12,7 +12,8 @@ judges each Secret on its own (``snapshots``), and a build or send that fails an
 logged (with its traceback, once), counted, and retried on the next change and after
 ``RETRY`` seconds, while the workers keep the previous configuration; /readyz says so. A
 Secret the builder cannot use is logged once per version, counted by reason, and reported by
-a Warning Event on each Ingress that names it.
+a Warning Event on each Ingress that names it; a host left out of an Ingress (another
+namespace holds it, or its certificate does not cover it: ``claims``) likewise, on that Ingress.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from ocsp_stapler.ingress import channel
+from ocsp_stapler.ingress import channel, claims
 from ocsp_stapler.ingress.metrics import IngressCollector
 from ocsp_stapler.ingress.settings import IngressSettings
 from ocsp_stapler.ingress.snapshots import REASONS, SecretProblem, SnapshotBuilder
@@ -113,7 +114,7 @@ class Supervisor:
     def __init__(self, settings: IngressSettings, *, credentials: Credentials) -> None:
         self.settings = settings
         self.credentials = credentials
-        self.collector = IngressCollector(REASONS)
+        self.collector = IngressCollector(REASONS, claims.REASONS)
         self.registry = CollectorRegistry()
         self.registry.register(self.collector)
         self.workers: list[WorkerHandle] = []
@@ -141,6 +142,7 @@ class Supervisor:
         """Seconds before a failed build or send is tried again (absent any change)."""
         self._errors_logged: set[str] = set()
         self._announced: set[tuple[str, str, str]] = set()
+        self._refusals_seen: set[claims.Refusal] = set()
         self._posted: set[tuple[str, str, str, str]] = set()
         self._posting = asyncio.Semaphore(EVENT_POSTS)
         self._background: set[asyncio.Task[Any]] = set()
@@ -224,6 +226,7 @@ class Supervisor:
                 self._failed("build", exc)
                 return
             self._report_problems()
+            self._report_refusals()
             if digest == self._snapshot_digest:
                 self.publish_error = None
                 return
@@ -298,16 +301,30 @@ class Supervisor:
         self.collector.secret_problems = counts
         self._announced, self._posted = announced, posted
 
+    def _report_refusals(self) -> None:
+        """Count the hosts left out; log each new refusal once and post it as a Warning
+        Event on the Ingress that lost (once while it lasts)."""
+        counts = dict.fromkeys(claims.REASONS, 0)
+        seen = set(self.builder.refusals)
+        for r in seen:
+            counts[r.reason] = counts.get(r.reason, 0) + 1
+            if r in self._refusals_seen:
+                continue
+            logger.warning("Ingress %s: %s: %s", r.ingress, r.reason, r.message)
+            ref = self.builder.ingress_refs.get(r.ingress)
+            if ref is not None and self.events is not None:
+                self._in_background(self._warn(ref, r.reason, r.message))
+        self.collector.refused_hosts = counts
+        self._refusals_seen = seen
+
     async def _post(self, ingress: dict[str, str], p: SecretProblem) -> None:
+        await self._warn(ingress, p.reason, f"TLS Secret {p.secret}: {p.message}; {_effect(p)}")
+
+    async def _warn(self, ingress: dict[str, str], reason: str, message: str) -> None:
         if self.events is None:
             return
         async with self._posting:
-            await self.events.post(
-                ingress,
-                type="Warning",
-                reason=p.reason,
-                message=f"TLS Secret {p.secret}: {p.message}; {_effect(p)}",
-            )
+            await self.events.post(ingress, type="Warning", reason=reason, message=message)
 
     # --------------------------------------------------------------------- workers
 

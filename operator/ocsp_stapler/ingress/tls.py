@@ -110,17 +110,22 @@ class CertificateStore:
 
     def _context(
         self, entry_staple: Staple, chain_pem: bytes, key_pem: bytes
-    ) -> tuple[SSL.Context, bool, tuple[str, ...]]:
+    ) -> tuple[SSL.Context, bool]:
         ctx, leaf = server_context(chain_pem, key_pem)
         ctx.set_tlsext_servername_callback(self._on_servername)
         ctx.set_ocsp_server_callback(self._on_status, data=entry_staple)
-        return ctx, must_staple(leaf), dns_names(leaf)
+        return ctx, must_staple(leaf)
 
-    def apply(self, certs: Mapping[str, Any], default_id: str | None) -> list[str]:
+    def apply(
+        self, certs: Mapping[str, Any], default_id: str | None, unbound: Any = ()
+    ) -> list[str]:
         """Install a snapshot of certificates; return the ids that could not be loaded.
 
-        Each entry is on its own: one that cannot be used (whatever OpenSSL, cryptography or
-        the entry's own shape raises) is left out and the others are installed as usual."""
+        Each entry serves the hosts the watcher bound to it (``claims``: names its
+        certificate covers, held by its namespace); an ``unbound`` host gets the default
+        certificate rather than another namespace's wildcard. Each entry is on its own: one
+        that cannot be used (whatever OpenSSL, cryptography or the entry's own shape raises)
+        is left out and the others are installed as usual."""
         failed: list[str] = []
         entries: dict[str, CertEntry] = {}
         for cert_id, c in certs.items():
@@ -136,9 +141,14 @@ class CertificateStore:
                     wildcard.setdefault(host[1:], entry)
                 else:
                     exact.setdefault(host, entry)
-        self.entries, self.exact, self.wildcard = entries, exact, wildcard
         default = entries.get(default_id) if isinstance(default_id, str) else None
-        self.default = default or next(iter(entries.values()), None)
+        default = default or next(iter(entries.values()), None)
+        if default is not None and isinstance(unbound, list | tuple):
+            for host in unbound:
+                if isinstance(host, str):
+                    exact.setdefault(host, default)
+        self.entries, self.exact, self.wildcard = entries, exact, wildcard
+        self.default = default
         return failed
 
     def _entry(self, cert_id: str, c: Mapping[str, Any]) -> CertEntry:
@@ -148,13 +158,14 @@ class CertificateStore:
             expires_at = float(c.get("staple_expires") or 0.0)
         except (TypeError, ValueError):  # an unreadable staple: the certificate, unstapled
             der, expires_at = b"", 0.0
+        hosts = tuple(str(h).lower() for h in c.get("hosts") or ())
         current = self.entries.get(cert_id)
         if current is not None and current.version == c["version"]:
             entry = current
+            entry.hosts = hosts  # an Ingress may bind other names to the same certificate
         else:
             staple = Staple()
-            ctx, strict_cert, names = self._context(staple, c["chain"].encode(), c["key"].encode())
-            hosts = tuple(str(h).lower() for h in c.get("hosts") or ()) or names
+            ctx, strict_cert = self._context(staple, c["chain"].encode(), c["key"].encode())
             entry = CertEntry(cert_id, c["version"], ctx, staple, strict_cert, hosts)
         # Swap the bytes in place: contexts built earlier keep pointing at this holder.
         entry.staple.der, entry.staple.expires_at = der, expires_at

@@ -109,7 +109,9 @@ class Worker:
         certs = message.get("certs")
         if isinstance(certs, dict):
             try:
-                failed = self.store.apply(certs, message.get("default"))
+                failed = self.store.apply(
+                    certs, message.get("default"), message.get("unbound") or ()
+                )
             except Exception:
                 logger.exception("the certificates could not be installed; the previous stay")
                 failed = []
