@@ -17,8 +17,11 @@ while the other namespaces leave a reserved worker free, and within one attempt 
 worst. The price is that a single namespace uses three quarters of the workers (24 of 32):
 the workers mostly wait for responders and the API server, and at 10,000 Secrets the
 operator's process already keeps this machine's cores busy, so the throughput is not bound by
-their number. Dispatch costs O(1) per run (a deque per group, a deque of groups whose turn is
-due); the heap is O(log n) per due time, as before.
+their number. The same goes for name lookups, which hold threads beyond any deadline: each
+worker's task names its group as the owner of its lookups (``net.lookups``).
+
+Dispatch costs O(1) per run (a deque per group, a deque of groups whose turn is due); the
+heap is O(log n) per due time, as before.
 
 The clock is injected. The loop sleeps until the next due time by the real clock, capped, and
 re-reads the injected clock on every ``wake()``, so tests move time without waiting.
@@ -35,6 +38,8 @@ import itertools
 import logging
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
+
+from ocsp_stapler.net.lookups import LOOKUP_OWNER
 
 K = TypeVar("K")
 
@@ -208,6 +213,7 @@ class Scheduler(Generic[K]):
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _run_one(self, key: K, group: Hashable) -> None:
+        LOOKUP_OWNER.set(group)  # this task's own context: its name lookups count for the group
         try:
             await self._work(key)
         except asyncio.CancelledError:

@@ -5,7 +5,8 @@ accepts, sent exactly as it returned them; connect and total timeouts (5 s, 10 s
 a body cap (64 KiB) enforced while reading, so a trickling or endless body costs at most that;
 at most 3 redirects, never to another scheme, each hop guarded again; the destination guard
 on every resolved address; an HTTP proxy from settings or from HTTP_PROXY/HTTPS_PROXY with
-NO_PROXY honoured (nginx, HAProxy and ingress-nginx cannot use one).
+NO_PROXY honoured (nginx, HAProxy and ingress-nginx cannot use one); name lookups on a pool
+of their own, capped per namespace (``lookups``).
 
 Whatever the URL or the responder's headers, a call ends in an answer or in ``FetchFailed``
 (``DestinationRefused`` for the guard's refusals): nothing else leaves ``__call__``.
@@ -27,6 +28,7 @@ from yarl import URL
 
 from ocsp_stapler import __version__
 from ocsp_stapler.net.destinations import DestinationGuard, redirect_target
+from ocsp_stapler.net.lookups import Lookups
 from ocsp_stapler.ocsp.errors import DestinationRefused, FetchFailed, OCSPError
 from ocsp_stapler.ocsp.transport import HttpRequest, HttpResponse
 
@@ -65,15 +67,41 @@ class GuardedResolver(AbstractResolver):
         self,
         guard: DestinationGuard,
         proxies: Callable[[], frozenset[Endpoint]] = frozenset,
+        lookups: Lookups | None = None,
     ) -> None:
         self._guard = guard
         self._proxies = proxies
-        self._inner = aiohttp.ThreadedResolver()
+        self._lookups = lookups or Lookups()
+
+    async def _lookup(self, host: str, port: int, family: int) -> list[ResolveResult]:
+        """Like aiohttp's ThreadedResolver, on our own pool. An IPv6 address with a scope
+        (link-local, which the guard denies by default) is left out."""
+        try:
+            infos = await self._lookups.getaddrinfo(
+                host, port, family=family, type=socket.SOCK_STREAM, flags=socket.AI_ADDRCONFIG
+            )
+        except socket.gaierror as exc:
+            raise OSError(exc.errno, f"cannot resolve {host[:200]}: {exc.strerror}") from None
+        results: list[ResolveResult] = []
+        for info_family, _, proto, _, address in infos:
+            if info_family == socket.AF_INET6 and (len(address) < 4 or address[3]):
+                continue
+            results.append(
+                ResolveResult(
+                    hostname=host,
+                    host=str(address[0]),
+                    port=int(address[1]),
+                    family=info_family,
+                    proto=proto,
+                    flags=socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
+                )
+            )
+        return results
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
-        results = await self._inner.resolve(host, port, family)
+        results = await self._lookup(host, port, family)
         if (host, port) in self._proxies():
             return results
         allowed, refused = [], []
@@ -91,7 +119,7 @@ class GuardedResolver(AbstractResolver):
         return allowed
 
     async def close(self) -> None:
-        await self._inner.close()
+        pass  # the pool belongs to the fetcher
 
 
 def _no_proxy(host: str) -> bool:
@@ -139,13 +167,19 @@ class HttpFetcher:
     One connection pool for all responders; safe to share between many concurrent fetches.
     """
 
-    def __init__(self, settings: FetchSettings | None = None) -> None:
+    def __init__(
+        self, settings: FetchSettings | None = None, *, lookups: Lookups | None = None
+    ) -> None:
         self.settings = settings or FetchSettings()
         self._session: aiohttp.ClientSession | None = None
+        self._own_lookups = lookups is None
+        self.lookups = lookups or Lookups()
 
     async def __aenter__(self) -> Self:
         settings = self.settings
-        resolver = GuardedResolver(settings.guard, lambda: proxy_endpoints(settings))
+        resolver = GuardedResolver(
+            settings.guard, lambda: proxy_endpoints(settings), lookups=self.lookups
+        )
         connector = aiohttp.TCPConnector(resolver=resolver, limit=64, ttl_dns_cache=60)
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -166,6 +200,8 @@ class HttpFetcher:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._own_lookups:
+            self.lookups.close()
 
     async def __call__(self, request: HttpRequest) -> HttpResponse:
         if self._session is None:
@@ -232,9 +268,8 @@ class HttpFetcher:
         inward, and a name only the proxy can resolve passes. Direct to a proxy's own endpoint
         (which the resolver lets through for the proxy's sake), the name must resolve here.
         """
-        loop = asyncio.get_running_loop()
         try:
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            infos = await self.lookups.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except OSError as exc:
             if direct:
                 raise FetchFailed(f"{host}: cannot resolve: {exc}") from None
