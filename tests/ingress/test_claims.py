@@ -308,6 +308,59 @@ def test_a_certificate_answers_only_for_names_it_covers(
     assert sni(snapshot, "api.shop.t") == "a/api"
 
 
+def test_names_a_certificate_serves_without_hosts_are_claimed_like_any_other(
+    pki: TestPKI, leaves: dict[str, Issued]
+) -> None:
+    """b serves *.shop.t from a tls entry without hosts: a's older catch-all and
+    defaultBackend must not answer requests made under b's certificate."""
+    b = builder()
+    snapshot = build(
+        b,
+        [
+            ing("a", "catch", 1, rules=[rule(None, "phish")], default_backend="phish"),
+            ing("b", "shop", 2, rules=[rule("api.shop.t", "api")], tls=[{"secretName": "wild"}]),
+            ing("c", "late", 3, rules=[rule("*.shop.t", "late")]),
+        ],
+        {"b/wild": secret_of(pki, leaves["*.shop.t"])},
+    )
+    assert sni(snapshot, "login.shop.t") == "b/wild"
+    assert routed(snapshot, "login.shop.t") is None  # b's name, no path of b's: 404
+    assert routed(snapshot, "api.shop.t") == "b/api"
+    assert routed(snapshot, "nobody.t") == "a/phish"
+    assert ("c/late", "*.shop.t", HOST_TAKEN) in refusals(b)
+
+
+def test_hosts_of_an_entry_a_worker_cannot_load_get_the_default_certificate(
+    pki: TestPKI, leaves: dict[str, Issued]
+) -> None:
+    star = pki.leaf("*.t")
+    snapshot = build(
+        builder(),
+        [
+            ing(
+                "a",
+                "shop",
+                1,
+                rules=[rule("shop.t", "web")],
+                tls=[{"hosts": ["shop.t"], "secretName": "shop"}],
+            ),
+            ing(
+                "b",
+                "wild",
+                2,
+                rules=[rule("*.t", "x")],
+                tls=[{"hosts": ["*.t"], "secretName": "wild"}],
+            ),
+        ],
+        {"a/shop": secret_of(pki, leaves["shop.t"]), "b/wild": secret_of(pki, star)},
+    )
+    snapshot["certs"]["a/shop"]["key"] = "not a key"  # whatever makes one worker fail it
+    store = CertificateStore()
+    assert store.apply(snapshot["certs"], snapshot["default"], snapshot["unbound"]) == ["a/shop"]
+    assert store.lookup(b"shop.t") is store.default
+    assert store.lookup(b"other.t") is store.entries["b/wild"]
+
+
 def test_a_worker_follows_new_hosts_for_an_unchanged_certificate(
     pki: TestPKI, leaves: dict[str, Issued]
 ) -> None:
@@ -376,7 +429,10 @@ def first_claims(cluster: list[dict[str, Any]]) -> list[tuple[str, str, dict[str
     for i in sorted(cluster, key=age):
         spec = i["spec"]
         names = [r.get("host", "") for r in spec.get("rules", [])]
-        names += [h for t in spec.get("tls") or [] for h in t["hosts"]]
+        for t in spec.get("tls") or []:
+            # Without hosts, the certificate's own name (each leaf here has one: its Secret's
+            # name, with "wild" for "*").
+            names += t["hosts"] or [t["secretName"].replace("wild", "*")]
         found += [(name, i["metadata"]["namespace"], i) for name in names]
     return found
 

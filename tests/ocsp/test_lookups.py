@@ -136,3 +136,12 @@ async def test_the_scheduler_names_each_workers_namespace_as_the_lookup_owner() 
     await asyncio.gather(runner, return_exceptions=True)
     assert seen == {"a/one": "a", "b/two": "b", "a/three": "a"}
     assert LOOKUP_OWNER.get() is None  # the test's own context is untouched
+
+
+async def test_a_lookup_after_close_is_a_verdict_and_holds_nothing() -> None:
+    lookups = Lookups(lookup=Resolver())
+    lookups.close()
+    LOOKUP_OWNER.set("a")
+    with pytest.raises(errors.FetchFailed, match="shutting down"):
+        await lookups.getaddrinfo("ok.test", 80)
+    assert not lookups.in_flight

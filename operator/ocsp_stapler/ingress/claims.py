@@ -20,7 +20,7 @@ Pure code over plain dicts, like ``routes``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,17 +71,33 @@ def certificate_covers(names: Iterable[str], host: str) -> bool:
     return wildcard is not None and wildcard in names
 
 
-def claimed_hosts(ingress: Obj) -> list[str]:
+NamesOf = Callable[[str], Iterable[str]]
+"""The DNS names of the certificate in a Secret (namespace/name); none if it is unusable."""
+
+
+def _no_names(_secret: str) -> tuple[str, ...]:
+    return ()
+
+
+def claimed_hosts(ingress: Obj, names_of: NamesOf = _no_names) -> list[str]:
     """The names an Ingress claims: its rules' hosts ('' for a hostless rule with paths),
-    its tls entries' hosts."""
+    its tls entries' hosts, and for a tls entry without hosts its certificate's names (it
+    serves them, so it claims them: otherwise another namespace's catch-all would answer
+    requests made under this certificate)."""
     spec = ingress.get("spec") or {}
+    namespace = str((ingress.get("metadata") or {}).get("namespace") or "default")
     found: list[str] = []
     for rule in spec.get("rules") or []:
         host = host_key(rule.get("host"))
         if host or (rule.get("http") or {}).get("paths"):
             found.append(host)
     for tls in spec.get("tls") or []:
-        found.extend(host_key(h) for h in tls.get("hosts") or [])
+        hosts = tls.get("hosts") or []
+        if hosts:
+            found.extend(host_key(h) for h in hosts)
+        elif tls.get("secretName"):
+            names = (host_key(n) for n in names_of(f"{namespace}/{tls['secretName']}"))
+            found.extend(n for n in names if n)  # never the hostless '' from a certificate
     return list(dict.fromkeys(found))
 
 
@@ -112,11 +128,11 @@ class HostOwners:
     refused: list[Refusal] = field(default_factory=list)
 
     @classmethod
-    def of(cls, ingresses: Iterable[Obj]) -> HostOwners:
+    def of(cls, ingresses: Iterable[Obj], names_of: NamesOf = _no_names) -> HostOwners:
         claims = cls()
         for ing in oldest_first(ingresses):
             namespace = str((ing.get("metadata") or {}).get("namespace") or "default")
-            for host in claimed_hosts(ing):
+            for host in claimed_hosts(ing, names_of):
                 claims._claim(ing, namespace, host)
         return claims
 
@@ -146,8 +162,7 @@ class HostOwners:
 
     def allows(self, namespace: str, host: str) -> bool:
         """Whether ``namespace`` may route or bind ``host``: it holds the name, or nobody
-        does and no other namespace holds a wildcard covering it (a tls entry without hosts
-        binds its certificate's names, which claim nothing)."""
+        does and no other namespace holds a wildcard covering it."""
         owner = self.owners.get(host)
         if owner is not None:
             return owner == namespace

@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from ocsp_stapler.ingress.claims import (
     HOST_NOT_IN_CERTIFICATE,
     HostOwners,
+    NamesOf,
     Refusal,
     certificate_covers,
     covering_wildcard,
@@ -343,11 +344,11 @@ class SnapshotBuilder:
     # ------------------------------------------------------------------ Ingresses
 
     def _table(
-        self, view: ClusterView, mine: list[Obj]
+        self, view: ClusterView, mine: list[Obj], names_of: NamesOf
     ) -> tuple[RouteTable, list[Obj], HostOwners]:
         """The route table; an Ingress that makes it fail is left out, not every Ingress."""
         try:
-            owners = HostOwners.of(mine)
+            owners = HostOwners.of(mine, names_of)
             table = build_table(view, mine, owners)
         except Exception:  # find the Ingress(es) at fault, keep the others
             logger.debug("the route table failed; trying each Ingress alone", exc_info=True)
@@ -358,8 +359,7 @@ class SnapshotBuilder:
         skipped: dict[str, str] = {}
         for ing in mine:
             try:
-                HostOwners.of([ing])
-                build_table(view, [ing])
+                build_table(view, [ing], HostOwners.of([ing], names_of))
                 list(tls_bindings([ing]))
             except Exception as exc:
                 meta = ing.get("metadata") or {}
@@ -370,7 +370,7 @@ class SnapshotBuilder:
             else:
                 kept.append(ing)
         self.skipped_ingresses = skipped
-        owners = HostOwners.of(kept)
+        owners = HostOwners.of(kept, names_of)
         return build_table(view, kept, owners), kept, owners
 
     def _referrers(self, ingresses: Iterable[Obj]) -> dict[str, list[dict[str, str]]]:
@@ -411,16 +411,29 @@ class SnapshotBuilder:
             if exists and ours(i, class_name=self.class_name, is_default_class=is_default)
         ]
         view = ClusterView(ingresses=dict(ingresses), services=dict(services), slices=dict(slices))
-        table, mine, owners = self._table(view, oldest_first(mine))
-        bindings = tls_bindings(mine)
         self.problems = {}
         self._live_pairs = set()
+        checked: dict[str, dict[str, Any] | None] = {}
+
+        def cert_of(secret_id: str) -> dict[str, Any] | None:
+            if secret_id not in checked:
+                checked[secret_id] = self._guarded_cert(secret_id, secrets.get(secret_id))
+            return checked[secret_id]
+
+        def names_of(secret_id: str) -> list[str]:
+            cert = cert_of(secret_id)
+            return list(cert["names"]) if cert else []
+
+        table, mine, owners = self._table(view, oldest_first(mine), names_of)
+        bindings = tls_bindings(mine)
         self.referrers = self._referrers(mine)
         certs: dict[str, dict[str, Any]] = {}
         for secret_id in dict.fromkeys(b.secret for b in bindings):
-            cert = self._guarded_cert(secret_id, secrets.get(secret_id))
+            cert = cert_of(secret_id)
             if cert is not None:
                 certs[secret_id] = cert
+        # Only the Secrets of the Ingresses kept count (one left out may have named others).
+        self.problems = {k: v for k, v in self.problems.items() if k in self.referrers}
         self.refusals = list(owners.refused)
         bound = self._bind_hosts(bindings, certs, owners)
         for host, secret_id in bound.items():

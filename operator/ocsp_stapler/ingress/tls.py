@@ -62,6 +62,16 @@ def dns_names(cert: x509.Certificate) -> tuple[str, ...]:
     return tuple(n.lower() for n in san.get_values_for_type(x509.DNSName))
 
 
+def _hosts_of(certs: Mapping[str, Any], ids: list[str]) -> list[Any]:
+    found: list[Any] = []
+    for cert_id in ids:
+        entry = certs.get(cert_id) if isinstance(cert_id, str) else None
+        hosts = entry.get("hosts") if isinstance(entry, Mapping) else None
+        if isinstance(hosts, list):
+            found.extend(hosts)
+    return found
+
+
 def server_context(chain_pem: bytes, key_pem: bytes) -> tuple[SSL.Context, x509.Certificate]:
     """A server Context holding this chain and key (no callbacks yet), and the leaf.
 
@@ -143,9 +153,16 @@ class CertificateStore:
                     exact.setdefault(host, entry)
         default = entries.get(default_id) if isinstance(default_id, str) else None
         default = default or next(iter(entries.values()), None)
-        if default is not None and isinstance(unbound, list | tuple):
-            for host in unbound:
-                if isinstance(host, str):
+        if default is not None:
+            # The hosts of an entry that failed to load are its namespace's: they get the
+            # default certificate too, not whichever wildcard of another namespace is left.
+            for host in [
+                *_hosts_of(certs, failed),
+                *(unbound if isinstance(unbound, list) else ()),
+            ]:
+                if isinstance(host, str) and host.startswith("*."):
+                    wildcard.setdefault(host[1:], default)
+                elif isinstance(host, str):
                     exact.setdefault(host, default)
         self.entries, self.exact, self.wildcard = entries, exact, wildcard
         self.default = default

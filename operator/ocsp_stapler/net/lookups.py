@@ -74,10 +74,13 @@ class Lookups:
                 retryable=True,
             )
         loop = asyncio.get_running_loop()
+        try:
+            future: Future[list[AddrInfo]] = self._pool.submit(
+                self._lookup, host, port, family, type, 0, flags
+            )
+        except RuntimeError:  # the pool is shut down: the fetcher is closing
+            raise FetchFailed(f"{host[:200]}: shutting down", retryable=True) from None
         self.in_flight[owner] += 1
-        future: Future[list[AddrInfo]] = self._pool.submit(
-            self._lookup, host, port, family, type, 0, flags
-        )
 
         def released(_: Future[list[AddrInfo]]) -> None:
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody counts any more
