@@ -18,17 +18,33 @@ seconds = st.integers(min_value=1, max_value=30 * 24 * 3600)
 dice = st.floats(min_value=0.0, max_value=0.999999)
 
 
-@given(validity=seconds, elapsed_fraction=st.floats(0.0, 0.999), rand=dice)
-def test_success_refresh_is_never_past_and_always_before_expiry(
-    validity: int, elapsed_fraction: float, rand: float
+@given(
+    validity=st.integers(min_value=1, max_value=20 * 365 * 24 * 3600),
+    elapsed_fraction=st.floats(0.0, 0.999),
+    rand=dice,
+    unchanged=st.integers(0, 100),
+    fresh=st.one_of(st.none(), st.integers(-3600, 400 * 24 * 3600)),
+)
+def test_success_refresh_is_never_past_nor_after_expiry_nor_later_than_the_bounds(
+    validity: int, elapsed_fraction: float, rand: float, unchanged: int, fresh: int | None
 ) -> None:
     this_update = T0
     expires_at = T0 + validity * S
     now = this_update + (expires_at - this_update) * elapsed_fraction
     d = after_success(
-        this_update=this_update, expires_at=expires_at, now=now, policy=POLICY, rand=lambda: rand
+        this_update=this_update,
+        expires_at=expires_at,
+        now=now,
+        policy=POLICY,
+        rand=lambda: rand,
+        unchanged=unchanged,
+        fresh_until=None if fresh is None else now + fresh * S,
     )
-    assert now <= d.at < expires_at
+    assert now < d.at <= expires_at
+    if expires_at - now > POLICY.min_spacing:
+        assert d.at < expires_at  # a refresh before expiry while there is room for one
+    if fresh is None or fresh <= 0:
+        assert d.at - now <= max(POLICY.max_interval, POLICY.same_cap)
 
 
 @given(
@@ -45,23 +61,29 @@ def test_retry_is_never_past_and_before_a_held_expiry(
     )
     assert d.at > T0
     if expires_at is not None:
-        assert d.at < expires_at
+        assert d.at <= expires_at
+        if d.reason == "ExpiryBound":  # no retry storm before expiry
+            assert d.at - T0 >= min(POLICY.min_spacing, expires_at - T0)
     assert d.at - T0 <= POLICY.backoff_cap
 
 
-def test_week_long_response_refreshes_at_the_midpoint() -> None:
+def test_a_response_refreshes_at_its_midpoint_within_the_longest_interval() -> None:
     d = after_success(
+        this_update=T0, expires_at=T0 + 3 * D, now=T0 + 10 * S, policy=POLICY, rand=lambda: 0.0
+    )
+    assert (d.at, d.reason) == (T0 + 1.5 * D, "Midpoint")
+    week = after_success(
         this_update=T0, expires_at=T0 + 7 * D, now=T0 + 10 * S, policy=POLICY, rand=lambda: 0.0
     )
-    assert (d.at, d.reason) == (T0 + 3.5 * D, "Midpoint")
+    assert (week.at, week.reason) == (T0 + 10 * S + POLICY.max_interval, "MaxInterval")
 
 
 def test_jitter_only_moves_earlier_and_by_at_most_ten_percent() -> None:
     now = T0
     early = after_success(
-        this_update=T0, expires_at=T0 + 10 * D, now=now, policy=POLICY, rand=lambda: 0.999999
+        this_update=T0, expires_at=T0 + 3 * D, now=now, policy=POLICY, rand=lambda: 0.999999
     )
-    assert T0 + 5 * D - 0.5 * D <= early.at < T0 + 5 * D
+    assert T0 + 1.5 * D - 0.15 * D <= early.at < T0 + 1.5 * D
 
 
 def test_short_lived_response_obeys_the_margin_but_not_past_half() -> None:
@@ -98,3 +120,68 @@ def test_retries_speed_up_as_the_held_staple_nears_expiry() -> None:
         failures=10, now=T0, expires_at=T0 + 10 * 60 * S, policy=POLICY, rand=lambda: 0.5
     )
     assert (d.at, d.reason) == (T0 + 5 * 60 * S, "ExpiryBound")
+
+
+def test_retries_near_expiry_keep_a_minute_apart_and_end_at_the_expiry() -> None:
+    """A failing responder, 10 minutes before the held staple expires (it was 32 attempts)."""
+    expires_at, now, attempts = T0 + 10 * 60 * S, T0, []
+    for failures in itertools.count(1):
+        now = after_failure(
+            failures=failures, now=now, expires_at=expires_at, policy=POLICY, rand=lambda: 0.5
+        ).at
+        attempts.append(now)
+        if now >= expires_at or failures > 100:
+            break
+    assert attempts[-1] == expires_at  # the last wake-up is the removal, exactly at expiry
+    # The backoff's own first retries (15-60 s) aside, once bound by the expiry they come a
+    # minute apart at least, the expiry itself excepted.
+    bound = [a for a in attempts if a >= T0 + 5 * 60 * S]
+    gaps = [b - a for a, b in itertools.pairwise(bound[:-1])]
+    assert gaps
+    assert min(gaps) >= POLICY.min_spacing
+    assert len(attempts) <= 12
+
+
+def test_the_same_response_backs_off_from_ten_minutes_to_six_hours() -> None:
+    """Past the midpoint of a 7-day response the responder keeps handing back the same one."""
+    now = T0 + 4 * D
+    waits = [
+        after_success(
+            this_update=T0, expires_at=T0 + 7 * D, now=now, policy=POLICY, rand=lambda: 0.0,
+            unchanged=n,
+        )
+        for n in range(1, 10)
+    ]  # fmt: skip
+    assert {w.reason for w in waits} == {"SameResponse"}
+    assert [round((w.at - now) / S) for w in waits[:3]] == [600, 1200, 2400]
+    assert waits[-1].at - now == POLICY.same_cap
+
+
+def test_a_ten_year_response_is_rechecked_within_the_longest_interval() -> None:
+    d = after_success(
+        this_update=T0, expires_at=T0 + 3650 * D, now=T0, policy=POLICY, rand=lambda: 0.0
+    )
+    assert (d.at, d.reason) == (T0 + POLICY.max_interval, "MaxInterval")
+
+
+def test_http_caching_is_the_earliest_refresh_but_never_past_the_margin() -> None:
+    later = after_success(
+        this_update=T0, expires_at=T0 + 3 * D, now=T0, policy=POLICY, rand=lambda: 0.0,
+        fresh_until=T0 + 1.8 * D,
+    )  # fmt: skip
+    assert (later.at, later.reason) == (T0 + 1.8 * D, "HttpCache")
+    margin = after_success(
+        this_update=T0, expires_at=T0 + 40 * H, now=T0, policy=POLICY, rand=lambda: 0.0,
+        fresh_until=T0 + 30 * D,
+    )  # fmt: skip
+    assert margin.at == T0 + 40 * H - POLICY.margin
+    longest = after_success(
+        this_update=T0, expires_at=T0 + 7 * D, now=T0, policy=POLICY, rand=lambda: 0.0,
+        fresh_until=T0 + 6 * D,
+    )  # fmt: skip
+    assert (longest.at, longest.reason) == (T0 + POLICY.max_interval, "MaxInterval")
+    earlier = after_success(
+        this_update=T0, expires_at=T0 + 3 * D, now=T0, policy=POLICY, rand=lambda: 0.0,
+        fresh_until=T0 + 1 * H,
+    )  # fmt: skip
+    assert earlier.at == T0 + 1.5 * D  # a short cache lifetime does not bring a refresh forward

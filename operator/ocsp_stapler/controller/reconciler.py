@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import datetime
 import json
 import logging
@@ -90,6 +91,10 @@ _VERIFICATION_ERRORS = (
 class CachedStaple:
     fetched: Fetched
     refresh_at: datetime.datetime
+    unchanged: int = 0
+    """Fetches in a row that brought nothing newer than ``fetched`` (they back off)."""
+    source: Fetched | None = None
+    """The fetch last remembered here (the same one remembered twice counts once)."""
 
 
 class Reconciler:
@@ -330,22 +335,29 @@ class Reconciler:
 
     def _remember(self, key: CertKey, fetched: Fetched) -> CachedStaple:
         """Keep the newest verified staple per certificate, with its (shared) refresh time."""
-        now = self.clock()
         current = self.cache.get(key)
-        if current is not None:
-            held, new = current.fetched.staple, fetched.staple
-            if held.this_update > new.this_update:
-                return current  # never go backwards
-            if held.this_update == new.this_update and not fetched.responder_url:
-                return current  # an adopted copy of what was fetched adds nothing
+        unchanged = 0
+        if current is not None and (current.source is fetched or current.fetched is fetched):
+            return current
+        source = fetched
+        if current is not None and fetched.staple.this_update <= current.fetched.staple.this_update:
+            if not fetched.responder_url:
+                return current  # an adopted copy adds nothing
+            # Fetched, and nothing newer: keep the newest (never go backwards) and back off.
+            unchanged = current.unchanged + 1
+            fetched = dataclasses.replace(current.fetched, fresh_until=fetched.fresh_until)
         decision = after_success(
             this_update=fetched.staple.this_update,
             expires_at=fetched.staple.expires_at,
-            now=now,
+            now=self.clock(),
             policy=self.policy,
             rand=self.rand,
+            unchanged=unchanged,
+            fresh_until=fetched.fresh_until,
         )
-        entry = CachedStaple(fetched=fetched, refresh_at=decision.at)
+        entry = CachedStaple(
+            fetched=fetched, refresh_at=decision.at, unchanged=unchanged, source=source
+        )
         self.cache[key] = entry
         return entry
 

@@ -25,6 +25,8 @@ class OperatorSettings:
     """What to do with a revoked response: staple it (the truth), or remove the staple."""
     refresh_margin_seconds: float = 3600.0
     """A refresh is due no later than nextUpdate minus this (bounded by half the validity)."""
+    max_refresh_interval_seconds: float = 172800.0
+    """A verified response is re-checked at least this often, however long it is valid."""
     backoff_base_seconds: float = 30.0
     """First retry delay after a failure; doubles per failure."""
     backoff_cap_seconds: float = 3600.0
@@ -64,6 +66,8 @@ class OperatorSettings:
             raise ConfigError("OCSP_STAPLER_CONCURRENCY must be at least 1")
         if self.refresh_margin_seconds < 0 or self.backoff_base_seconds <= 0:
             raise ConfigError("refresh margin and backoff must be positive")
+        if self.max_refresh_interval_seconds < 300:
+            raise ConfigError("OCSP_STAPLER_MAX_REFRESH_INTERVAL_SECONDS must be at least 300")
         if self.fetch_timeout_seconds <= 0:
             raise ConfigError("OCSP_STAPLER_FETCH_TIMEOUT_SECONDS must be positive")
         if self.attempt_timeout_seconds < self.fetch_timeout_seconds:
@@ -105,6 +109,7 @@ class OperatorSettings:
     def refresh_policy(self) -> RefreshPolicy:
         return RefreshPolicy(
             margin=datetime.timedelta(seconds=self.refresh_margin_seconds),
+            max_interval=datetime.timedelta(seconds=self.max_refresh_interval_seconds),
             backoff_base=datetime.timedelta(seconds=self.backoff_base_seconds),
             backoff_cap=datetime.timedelta(seconds=self.backoff_cap_seconds),
         )

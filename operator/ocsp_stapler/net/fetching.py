@@ -15,9 +15,11 @@ Whatever the URL or the responder's headers, a call ends in an answer or in ``Fe
 from __future__ import annotations
 
 import asyncio
+import datetime
+import email.utils
 import socket
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
@@ -161,6 +163,43 @@ def proxy_endpoints(settings: FetchSettings) -> frozenset[Endpoint]:
     return frozenset(found)
 
 
+def _http_date(value: str | None) -> datetime.datetime | None:
+    if not value or len(value) > 100:
+        return None
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=datetime.UTC)
+
+
+def _seconds(value: str) -> int | None:
+    value = value.strip().strip('"')
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 12 else None
+
+
+def freshness(headers: Mapping[str, str]) -> float | None:
+    """Seconds an answer stays current by its caching headers (RFC 9111 §4.2.1, as RFC 5019
+    §6 has OCSP responders send them): ``max-age`` less ``Age``, else ``Expires`` less
+    ``Date``. None for ``no-cache``/``no-store``, nothing usable, or an answer already stale.
+    Whatever the headers hold, this returns a number or None."""
+    directives: dict[str, str] = {}
+    for part in str(headers.get("Cache-Control") or "")[:1000].split(","):
+        name, _, value = part.strip().partition("=")
+        directives.setdefault(name.strip().lower(), value)
+    if "no-store" in directives or "no-cache" in directives:
+        return None
+    age = _seconds(str(headers.get("Age") or "0")) or 0
+    if "max-age" in directives:
+        max_age = _seconds(directives["max-age"])
+        fresh = None if max_age is None else float(max_age - age)
+    else:
+        expires = _http_date(headers.get("Expires"))
+        date = _http_date(headers.get("Date")) or datetime.datetime.now(datetime.UTC)
+        fresh = None if expires is None else (expires - date).total_seconds() - age
+    return fresh if fresh is not None and fresh > 0 else None
+
+
 class HttpFetcher:
     """``async with HttpFetcher(settings) as fetch: await fetch(HttpRequest(...))``.
 
@@ -295,5 +334,9 @@ class HttpFetcher:
             if len(body) > cap:
                 raise FetchFailed(f"{resp.url}: body exceeds {cap} bytes")
         return HttpResponse(
-            status=200, content_type=resp.content_type, body=bytes(body), url=str(resp.url)
+            status=200,
+            content_type=resp.content_type,
+            body=bytes(body),
+            url=str(resp.url),
+            fresh_for=freshness(resp.headers),
         )

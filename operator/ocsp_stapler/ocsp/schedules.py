@@ -6,12 +6,27 @@ midpoint always finds one), but no later than nextUpdate minus a safety margin, 
 by jitter so that 10,000 Secrets issued together do not refresh together. nginx refreshes an
 hour ahead at most and HAProxy hourly; both hammer responders whose answers last a week.
 
-After a failure (``unknown`` included), back off exponentially with jitter, 30 s doubling to
-1 h, and keep retrying while the held response is valid, always before it expires, so one
-responder blip never costs a staple.
+Responders are shared and CAs rate-limit clients that hammer them, so three more rules:
 
-Invariants, checked by property tests: a refresh is never in the past, and while a held
-response is valid the next attempt comes before it expires.
+- the responder's HTTP caching (RFC 5019 §6: ``Cache-Control: max-age``, ``Expires``) is the
+  earliest time a newer response can exist: no refresh before it (unless the margin before
+  expiry says so), since the CA's CDN would only hand back the same bytes;
+- a response valid for long is still re-checked after ``max_interval``, cached or not (2 days
+  by default: a revocation is seen within 2 days even when a CA signs responses for years,
+  and a CA that regenerates 7-day responses every 3 days is asked about twice per
+  regeneration; CAs purge their CDN when they revoke);
+- a fetch that brings no newer response than the one held (a CA that pre-generates responses,
+  a CDN still caching the old one) backs off, 10 min doubling to 6 h, never retries within
+  seconds (it did every 30 s before).
+
+After a failure (``unknown`` included), back off exponentially with jitter, 30 s doubling to
+1 h, and keep retrying while the held response is valid, so one responder blip never costs a
+staple. Near expiry the retries speed up (half the time left) but never come closer than
+``min_spacing`` (a minute) to each other; the last wake-up is the expiry itself, where the
+staple is removed.
+
+Invariants, checked by property tests: a refresh is never in the past, never later than a held
+response's expiry, and never sooner than ``min_spacing`` unless the expiry is sooner.
 """
 
 from __future__ import annotations
@@ -34,6 +49,13 @@ class RefreshPolicy:
     """Never ask again sooner than this after a success (short-lived responses excepted)."""
     backoff_base: datetime.timedelta = datetime.timedelta(seconds=30)
     backoff_cap: datetime.timedelta = datetime.timedelta(hours=1)
+    max_interval: datetime.timedelta = datetime.timedelta(days=2)
+    """A verified response is re-checked at least this often (a revocation is seen then)."""
+    same_base: datetime.timedelta = datetime.timedelta(minutes=10)
+    """The first wait after a fetch that brought no newer response, doubling to ``same_cap``."""
+    same_cap: datetime.timedelta = datetime.timedelta(hours=6)
+    min_spacing: datetime.timedelta = datetime.timedelta(minutes=1)
+    """Retries near expiry come no closer than this to each other."""
 
 
 @dataclass(frozen=True)
@@ -44,15 +66,19 @@ class Decision:
 
 
 def _before_expiry(
-    at: datetime.datetime, now: datetime.datetime, expires_at: datetime.datetime | None
+    at: datetime.datetime,
+    now: datetime.datetime,
+    expires_at: datetime.datetime | None,
+    policy: RefreshPolicy,
 ) -> tuple[datetime.datetime, bool]:
-    """Pull ``at`` inside (now, expires_at) when a held response is still valid."""
+    """Pull ``at`` inside (now, expires_at] when a held response is still valid."""
     if expires_at is None or expires_at <= now:
         return at, False
     if at < expires_at:
         return at, False
-    # Halve the time left, so retries keep coming faster as expiry nears and never reach it.
-    return now + (expires_at - now) / 2, True
+    # Half the time left, so retries come faster as expiry nears, but a minute apart at
+    # least; when less than that is left, the next wake-up is the expiry (the removal).
+    return min(max(now + (expires_at - now) / 2, now + policy.min_spacing), expires_at), True
 
 
 def refresh_target(
@@ -72,12 +98,29 @@ def after_success(
     now: datetime.datetime,
     policy: RefreshPolicy,
     rand: Random,
+    unchanged: int = 0,
+    fresh_until: datetime.datetime | None = None,
 ) -> Decision:
-    """When to refresh a response that was just verified."""
+    """When to refresh a response that was just verified.
+
+    ``unchanged``: how many fetches in a row brought no newer response than this one (0 when
+    it is new); ``fresh_until``: until when the responder's HTTP caching says it is current.
+    """
     target, reason = refresh_target(this_update=this_update, expires_at=expires_at, policy=policy)
+    if fresh_until is not None and fresh_until > target:
+        latest = expires_at - min(policy.margin, (expires_at - this_update) / 2)
+        target, reason = max(min(fresh_until, latest), target), "HttpCache"
+    if now + policy.max_interval < target:
+        # Even a cached answer: a CA purges its CDN when it revokes (Let's Encrypt does).
+        target, reason = now + policy.max_interval, "MaxInterval"
+    if unchanged > 0 and target <= now + policy.min_wait:
+        # Past its refresh point, and the responder still hands back the same response.
+        exponent = min(unchanged - 1, 30)
+        target = now + min(policy.same_base * (2**exponent), policy.same_cap)
+        reason = "SameResponse"
     wait = max(target - now, policy.min_wait)
     wait -= wait * policy.jitter * rand()
-    at, bounded = _before_expiry(now + max(wait, datetime.timedelta(0)), now, expires_at)
+    at, bounded = _before_expiry(now + max(wait, datetime.timedelta(0)), now, expires_at, policy)
     return Decision(at=at, reason="ExpiryBound" if bounded else reason)
 
 
@@ -97,5 +140,5 @@ def after_failure(
     ceiling = min(policy.backoff_base * (2**exponent), policy.backoff_cap)
     # "Equal jitter": half fixed, half random, so a retry is never immediate.
     wait = ceiling / 2 + (ceiling / 2) * rand()
-    at, bounded = _before_expiry(now + wait, now, expires_at)
+    at, bounded = _before_expiry(now + wait, now, expires_at, policy)
     return Decision(at=at, reason="ExpiryBound" if bounded else "Backoff")

@@ -131,6 +131,8 @@ class Fetched:
     staple: Staple
     responder_url: str
     issuer: x509.Certificate
+    fresh_until: datetime.datetime | None = None
+    """Until when the responder's HTTP caching says no newer response is to be had."""
 
 
 async def resolve_issuer(
@@ -209,6 +211,12 @@ def _check_nonce(query: Query, der: bytes) -> None:
         raise NonceMismatch("the response echoes a nonce we did not send")
 
 
+def _fresh_until(resp: HttpResponse, now: datetime.datetime) -> datetime.datetime | None:
+    if resp.fresh_for is None or not 0 < resp.fresh_for < 10 * 365 * 86400:
+        return None
+    return now + datetime.timedelta(seconds=resp.fresh_for)
+
+
 async def obtain_staple(
     chain: Chain,
     *,
@@ -252,7 +260,8 @@ async def obtain_staple(
         except OCSPError as exc:
             errors.append((url, exc))
             continue
-        return Fetched(staple=staple, responder_url=url, issuer=issuer)
+        fresh_until = _fresh_until(resp, clock())
+        return Fetched(staple=staple, responder_url=url, issuer=issuer, fresh_until=fresh_until)
     if not errors:  # only when a caller spent the attempt's URLs before: nothing was asked
         raise FetchFailed("no URL left to ask in this attempt" + skipped)
     first_url, first = errors[0]

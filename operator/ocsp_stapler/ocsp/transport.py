@@ -31,6 +31,9 @@ class HttpResponse:
     body: bytes
     url: str
     """The URL that answered, after redirects."""
+    fresh_for: float | None = None
+    """Seconds the answer stays current by its HTTP caching (RFC 5019 §6: ``max-age`` less
+    ``Age``, else ``Expires`` less ``Date``); None when the responder says nothing usable."""
 
 
 class Fetch(Protocol):
