@@ -20,6 +20,11 @@ RESPONDER_URL = f"{ANNOTATION_PREFIX}responder-url"
 STAPLE_CERT_SHA256 = f"{ANNOTATION_PREFIX}staple-cert-sha256"
 """Written with every staple: the SHA-256 of the leaf certificate the staple belongs to."""
 
+STAPLE_ISSUER = f"{ANNOTATION_PREFIX}staple-issuer"
+"""Written with a staple whose issuer is in neither tls.crt nor ca.crt (it was downloaded from
+the leaf's caIssuers URL): that issuer certificate, base64 DER, so that a consumer (the
+bundled ingress) can check the staple as the operator did."""
+
 STAPLE_KEY = "tls.ocsp-staple"
 """Default Secret data key for the DER staple (Istio, kgateway)."""
 TLS_CERT_KEY = "tls.crt"

@@ -301,10 +301,10 @@ def test_the_builder_holds_whatever_the_staple_check_raises(tenants: Tenants) ->
     """Independent of which parser raises what: here the staple verifier itself raises."""
     real = staples.servable_staple
 
-    def exploding(der: bytes | None, chain: bytes, *, now: datetime.datetime) -> Any:
+    def exploding(der: bytes | None, chain: bytes, **context: Any) -> Any:
         if b"bad.example.test" in chain or tenants.bad.pem in chain:
             raise RuntimeError("a parser bug")
-        return real(der, chain, now=now)
+        return real(der, chain, **context)
 
     data, _, _ = _hostile_cases(tenants)["staple of random bytes"]
     builder = make_builder(check_staple=exploding)

@@ -21,6 +21,7 @@ from ocsp_stapler.names import (
     ENABLED,
     RESPONDER_URL,
     STAPLE_CERT_SHA256,
+    STAPLE_ISSUER,
     TLS_CERT_KEY,
     TLS_SECRET_TYPE,
 )
@@ -108,6 +109,7 @@ class SecretView:
     staple_b64: str | None
     staple_cert_sha256: str | None
     override_url: str | None
+    staple_issuer_b64: str | None = None
 
     @classmethod
     def of(cls, body: Body, staple_key: str) -> SecretView:
@@ -121,6 +123,7 @@ class SecretView:
             staple_b64=data.get(staple_key),
             staple_cert_sha256=annotations.get(STAPLE_CERT_SHA256),
             override_url=annotations.get(RESPONDER_URL),
+            staple_issuer_b64=annotations.get(STAPLE_ISSUER),
         )
 
     def same_certificate(self, other: SecretView) -> bool:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 
 from ocsp_stapler.controller import secretpatches
 from ocsp_stapler.controller.bodies import (
@@ -130,6 +130,7 @@ class Reconciler:
         self.holders: dict[CertKey, set[SecretRef]] = {}
         self.crd_available = True
         self.issuers: dict[bytes, x509.Certificate] = {}
+        self._issuer_annotations: dict[bytes, str] = {}
 
     # ----------------------------------------------------------------- events from kopf
 
@@ -276,11 +277,21 @@ class Reconciler:
         # the leaf and its issuer of each chain (memory at 10,000 Secrets).
         issuer = self.issuers.setdefault(issuer.fingerprint(hashes.SHA256()), issuer)
         record.issuer = issuer
+        record.issuer_b64 = None if chain.issuer is not None else self._issuer_b64(issuer)
         record.chain = Chain(leaf=chain.leaf, issuer=issuer)
         key_hash = CertID.for_serial(issuer, chain.leaf.serial_number).issuer_key_hash
         record.cert_key = (key_hash, chain.leaf.serial_number, override or "")
         self.holders.setdefault(record.cert_key, set()).add(record.ref)
         return True
+
+    def _issuer_b64(self, issuer: x509.Certificate) -> str:
+        """The issuer as the staple-issuer annotation holds it (one string per issuer)."""
+        key = issuer.fingerprint(hashes.SHA256())
+        found = self._issuer_annotations.get(key)
+        if found is None:
+            found = base64.b64encode(issuer.public_bytes(serialization.Encoding.DER)).decode()
+            self._issuer_annotations[key] = found
+        return found
 
     async def _judge(self, record: SecretRecord) -> None:
         """Decide about the staple found in the Secret: keep it (verified) or remove it."""
@@ -521,13 +532,18 @@ class Reconciler:
             return False
         b64 = base64.b64encode(staple.der).decode()
         view = record.view
-        if view.staple_b64 == b64 and view.staple_cert_sha256 == record.cert_sha256:
+        if (
+            view.staple_b64 == b64
+            and view.staple_cert_sha256 == record.cert_sha256
+            and view.staple_issuer_b64 == record.issuer_b64
+        ):
             return True  # already there: no write
         patch = secretpatches.write_staple(
             view,
             staple_key=self.settings.staple_key,
             staple_b64=b64,
             cert_sha256=record.cert_sha256,
+            issuer_b64=record.issuer_b64,
         )
         body = await self._patch(record, patch, "write")
         if body is None:

@@ -26,6 +26,8 @@ class SecretRecord:
     """The Secret as last seen or written by us."""
     chain: Chain | None = None
     issuer: x509.Certificate | None = None
+    issuer_b64: str | None = None
+    """The issuer, base64 DER, when it came from caIssuers (neither tls.crt nor ca.crt)."""
     cert_sha256: str | None = None
     cert_key: CertKey | None = None
     problem: OCSPError | None = None

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ocsp_stapler.controller.bodies import SecretView
-from ocsp_stapler.names import STAPLE_CERT_SHA256, TLS_CERT_KEY
+from ocsp_stapler.names import STAPLE_CERT_SHA256, STAPLE_ISSUER, TLS_CERT_KEY
 
 Patch = list[dict[str, Any]]
 
@@ -26,8 +26,17 @@ def _guard_certificate(view: SecretView) -> Patch:
     return [{"op": "test", "path": pointer("data", TLS_CERT_KEY), "value": view.crt_b64}]
 
 
-def write_staple(view: SecretView, *, staple_key: str, staple_b64: str, cert_sha256: str) -> Patch:
-    return [
+def write_staple(
+    view: SecretView,
+    *,
+    staple_key: str,
+    staple_b64: str,
+    cert_sha256: str,
+    issuer_b64: str | None = None,
+) -> Patch:
+    """Write the staple, the certificate it belongs to, and its issuer when the Secret does
+    not hold it (``issuer_b64``; an issuer annotation no longer needed is removed)."""
+    ops: Patch = [
         *_guard_certificate(view),
         {"op": "add", "path": pointer("data", staple_key), "value": staple_b64},
         {
@@ -36,6 +45,12 @@ def write_staple(view: SecretView, *, staple_key: str, staple_b64: str, cert_sha
             "value": cert_sha256,
         },
     ]
+    issuer_path = pointer("metadata", "annotations", STAPLE_ISSUER)
+    if issuer_b64 is not None:
+        ops.append({"op": "add", "path": issuer_path, "value": issuer_b64})
+    elif view.staple_issuer_b64 is not None:
+        ops.append({"op": "remove", "path": issuer_path})
+    return ops
 
 
 def remove_staple(view: SecretView, *, staple_key: str) -> Patch:
@@ -48,6 +63,8 @@ def remove_staple(view: SecretView, *, staple_key: str) -> Patch:
         ]
     if view.staple_cert_sha256 is not None:
         ops.append({"op": "remove", "path": pointer("metadata", "annotations", STAPLE_CERT_SHA256)})
+    if view.staple_issuer_b64 is not None:
+        ops.append({"op": "remove", "path": pointer("metadata", "annotations", STAPLE_ISSUER)})
     return ops
 
 

@@ -32,6 +32,8 @@ class IngressSettings:
     """For certificates with the TLS Feature must-staple: serve without a staple (lenient),
     or refuse handshakes while no valid staple is held (strict)."""
     staple_key: str = STAPLE_KEY
+    require_next_update: bool = True
+    """Serve only staples with nextUpdate (the operator's setting: the same chart value)."""
     default_certificate: str = ""
     """namespace/name of a TLS Secret for clients whose SNI matches nothing; else self-signed."""
     handshake_timeout_seconds: float = 10.0

@@ -57,8 +57,10 @@ from ocsp_stapler.ingress.routes import (
 )
 from ocsp_stapler.ingress.staples import ServableStaple, StapleCheck, servable_staple
 from ocsp_stapler.ingress.tls import dns_names, server_context
+from ocsp_stapler.names import CA_CERT_KEY, STAPLE_ISSUER
 from ocsp_stapler.ocsp.chains import is_ca, is_self_signed, parse_pem_certificates
 from ocsp_stapler.ocsp.errors import ChainInvalid
+from ocsp_stapler.ocsp.responses import VerifyPolicy
 
 logger = logging.getLogger("ocsp_stapler.ingress")
 
@@ -238,7 +240,9 @@ class SnapshotBuilder:
     _pairs: dict[str, _Pair | _Refused] = field(default_factory=dict)
     _live_pairs: set[str] = field(default_factory=set)
     _failures_logged: dict[str, str] = field(default_factory=dict)
-    _checked: dict[tuple[str, str], StapleCheck] = field(default_factory=dict)
+    verify_policy: VerifyPolicy = field(default_factory=VerifyPolicy)
+    """The rules a staple must meet: the operator's (the same chart values)."""
+    _checked: dict[tuple[str, str, str], StapleCheck] = field(default_factory=dict)
 
     def our_class(self, classes: Mapping[str, Obj]) -> tuple[bool, bool]:
         """(the class exists and is ours, it is the cluster default)."""
@@ -273,8 +277,12 @@ class SnapshotBuilder:
         self._pairs[digest] = verdict
         return verdict
 
-    def _staple(self, pair: _Pair, raw: Any) -> StapleCheck:
-        key = (pair.version, raw if isinstance(raw, str) else _fingerprint(raw))
+    def _staple(self, pair: _Pair, raw: Any, ca: Any, issuer: Any) -> StapleCheck:
+        key = (
+            pair.version,
+            raw if isinstance(raw, str) else _fingerprint(raw),
+            _fingerprint(ca, issuer),
+        )
         cached = self._checked.get(key)
         if cached is None:
             der = _b64(raw)
@@ -282,7 +290,14 @@ class SnapshotBuilder:
                 cached = StapleCheck(None, f"{self.staple_key} is not base64", rejected=True)
             else:
                 try:
-                    cached = self.check_staple(der, pair.chain.encode(), now=self.clock())
+                    cached = self.check_staple(
+                        der,
+                        pair.chain.encode(),
+                        now=self.clock(),
+                        ca_pem=_b64(ca),
+                        issuer_der=_b64(issuer),
+                        policy=self.verify_policy,
+                    )
                 except Exception as exc:  # a bad staple costs only the staple
                     logger.exception("checking the staple of certificate %s failed", pair.version)
                     cached = StapleCheck(None, f"check failed: {exc!r}", rejected=True)
@@ -306,7 +321,9 @@ class SnapshotBuilder:
             )
             return None
         raw_staple = data.get(self.staple_key)
-        check = self._staple(pair, raw_staple)
+        annotations = (secret.get("metadata") or {}).get("annotations") or {}
+        issuer = annotations.get(STAPLE_ISSUER) if isinstance(annotations, Mapping) else None
+        check = self._staple(pair, raw_staple, data.get(CA_CERT_KEY), issuer)
         self.staple_notes[secret_id] = check.note
         if check.rejected:
             self.problems[secret_id] = SecretProblem(

@@ -45,6 +45,7 @@ from ocsp_stapler.k8s.client import ApiClient, Credentials, resource_path
 from ocsp_stapler.k8s.events import EventPoster
 from ocsp_stapler.k8s.informers import Informer
 from ocsp_stapler.names import COMPONENT, TLS_SECRET_TYPE
+from ocsp_stapler.ocsp.responses import VerifyPolicy
 
 logger = logging.getLogger("ocsp_stapler.ingress")
 
@@ -126,6 +127,7 @@ class Supervisor:
             default_secret=settings.default_certificate,
             fallback_certificate=self_signed_certificate(),
             clock=utcnow,
+            verify_policy=VerifyPolicy(require_next_update=settings.require_next_update),
         )
         self.snapshot: dict[str, Any] | None = None
         self._snapshot_digest = ""
