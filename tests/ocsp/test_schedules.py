@@ -185,3 +185,28 @@ def test_http_caching_is_the_earliest_refresh_but_never_past_the_margin() -> Non
         fresh_until=T0 + 1 * H,
     )  # fmt: skip
     assert earlier.at == T0 + 1.5 * D  # a short cache lifetime does not bring a refresh forward
+
+
+def test_a_short_cache_lifetime_does_not_cut_the_same_response_backoff() -> None:
+    now = T0 + 4 * D
+    d = after_success(
+        this_update=T0, expires_at=T0 + 7 * D, now=now, policy=POLICY, rand=lambda: 0.0,
+        unchanged=3, fresh_until=now + 35 * S,
+    )  # fmt: skip
+    assert (d.at - now, d.reason) == (40 * 60 * S, "SameResponse")
+
+
+def test_the_same_response_backoff_keeps_to_the_margin_and_the_longest_interval() -> None:
+    expires_at = T0 + 7 * D
+    now = expires_at - 6 * H - 2 * 60 * S
+    d = after_success(
+        this_update=T0, expires_at=expires_at, now=now, policy=POLICY, rand=lambda: 0.0,
+        unchanged=9,
+    )  # fmt: skip
+    assert d.at == expires_at - POLICY.margin  # not 6 h later, 2 minutes before expiry
+    short = RefreshPolicy(max_interval=300 * S)
+    d = after_success(
+        this_update=T0, expires_at=expires_at, now=T0 + 4 * D, policy=short, rand=lambda: 0.0,
+        unchanged=6,
+    )  # fmt: skip
+    assert d.at - (T0 + 4 * D) == 300 * S

@@ -9,12 +9,18 @@ clock, and the CDN counts what it is asked.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+
 import aiohttp
 from aiohttp import web
 from devcluster.pki import TestPKI
 from devcluster.responder import OpenSSLResponder
 
+from ocsp_stapler.controller.reconciler import tells_more
 from ocsp_stapler.k8s.client import ApiClient
+from ocsp_stapler.ocsp.queries import CertID
+from ocsp_stapler.ocsp.responses import CertStatus, verify_response
 from support.clocks import FakeClock
 from support.kube import wait_for
 from support.operators import StartOperator
@@ -90,3 +96,23 @@ async def test_http_caching_is_the_earliest_refresh(
         assert len(scripted.requests) == 1
         await op.advance(minutes=26)
         assert len(scripted.requests) == 2
+
+
+def test_a_revoked_answer_as_new_as_the_good_one_is_news(pki: TestPKI) -> None:
+    """A CA that rounds thisUpdate signs the good and the revoked answer within one second:
+    the revoked one must replace the shared good one, not count as "the same again"."""
+    leaf = pki.leaf()
+    at = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    good = verify_response(
+        pki.response(leaf, this_update=at, next_update=at + datetime.timedelta(hours=4)),
+        cert_id=CertID.of(leaf.cert, pki.intermediate.cert),
+        issuer=pki.intermediate.cert,
+        now=at,
+    )
+    revoked = dataclasses.replace(good, status=CertStatus.REVOKED)
+    later = dataclasses.replace(good, this_update=at + datetime.timedelta(seconds=1))
+    assert tells_more(revoked, good)
+    assert not tells_more(good, revoked)
+    assert not tells_more(good, good)
+    assert tells_more(later, revoked)
+    assert not tells_more(revoked, later)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -205,6 +206,47 @@ async def test_failing_work_is_retried_a_minute_later(running: SchedulerFactory)
         scheduler.run_now(ref)
         await asyncio.wait_for(scheduler.idle(), WAIT)
         assert scheduler.due_at(ref) == clock() + datetime.timedelta(minutes=1)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_failing_work_backs_off_and_logs_its_traceback_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls = 0
+
+    async def failing(_ref: SecretRef) -> None:
+        nonlocal calls
+        calls += 1
+        if calls <= 4:
+            raise RuntimeError("boom")
+
+    clock = FakeClock()
+    scheduler: Scheduler[SecretRef] = Scheduler(
+        work=failing, clock=clock, concurrency=2, group=by_namespace
+    )
+    task = asyncio.create_task(scheduler.run())
+    ref = SecretRef(namespace="a", name="x")
+    waits = []
+    try:
+        with caplog.at_level(logging.WARNING, logger="ocsp_stapler.controller.scheduling"):
+            scheduler.run_now(ref)
+            for _ in range(4):
+                await asyncio.wait_for(scheduler.idle(), WAIT)
+                due = scheduler.due_at(ref)
+                assert due is not None
+                waits.append(due - clock())
+                clock.advance(due - clock())
+                scheduler.wake()
+            await asyncio.wait_for(scheduler.idle(), WAIT)
+        assert [w / datetime.timedelta(minutes=1) for w in waits] == [1, 2, 4, 8]
+        assert calls == 5  # the fifth run succeeded: nothing more is due
+        assert scheduler.due_at(ref) is None
+        tracebacks = [r for r in caplog.records if r.exc_info]
+        assert len(tracebacks) == 1
+        assert sum("failed again" in r.getMessage() for r in caplog.records) == 3
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

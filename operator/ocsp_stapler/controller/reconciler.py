@@ -57,7 +57,7 @@ from ocsp_stapler.names import CRD_API_VERSION, CRD_PLURAL, RESPONDER_URL
 from ocsp_stapler.ocsp import errors
 from ocsp_stapler.ocsp.chains import Chain, assemble_chain, sha256_hex
 from ocsp_stapler.ocsp.queries import CertID
-from ocsp_stapler.ocsp.responses import CertStatus, Staple, cert_id_in, verify_response
+from ocsp_stapler.ocsp.responses import CertStatus, Staple, verify_response
 from ocsp_stapler.ocsp.schedules import after_failure, after_success, refresh_target
 from ocsp_stapler.ocsp.sharing import SingleFlight
 from ocsp_stapler.ocsp.stapling import (
@@ -310,7 +310,9 @@ class Reconciler:
         try:
             staple = verify_response(
                 der,
-                cert_id=cert_id_in(der, record.chain.leaf, record.issuer),
+                # Any answer naming our certificate, in any accepted hash, matches: a hostile
+                # first answer cannot choose the hash for us.
+                cert_id=CertID.of(record.chain.leaf, record.issuer),
                 issuer=record.issuer,
                 now=self.clock(),
                 policy=self.stapling.verify,
@@ -351,7 +353,7 @@ class Reconciler:
         if current is not None and (current.source is fetched or current.fetched is fetched):
             return current
         source = fetched
-        if current is not None and fetched.staple.this_update <= current.fetched.staple.this_update:
+        if current is not None and not tells_more(fetched.staple, current.fetched.staple):
             if not fetched.responder_url:
                 return current  # an adopted copy adds nothing
             # Fetched, and nothing newer: keep the newest (never go backwards) and back off.
@@ -656,6 +658,14 @@ class Reconciler:
         """Wait until no work is due now (tests and benchmarks)."""
         await asyncio.sleep(0)
         await self.scheduler.idle()
+
+
+def tells_more(new: Staple, known: Staple) -> bool:
+    """Whether ``new`` tells more than ``known``: newer, or as new and revoked where the other
+    is not (a CA that rounds thisUpdate can sign both within one second)."""
+    if new.this_update != known.this_update:
+        return new.this_update > known.this_update
+    return new.status is CertStatus.REVOKED and known.status is not CertStatus.REVOKED
 
 
 def _namespace_of(ref: SecretRef) -> str:

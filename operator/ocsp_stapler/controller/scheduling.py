@@ -45,6 +45,9 @@ K = TypeVar("K")
 
 logger = logging.getLogger(__name__)
 
+CRASH_RETRY = datetime.timedelta(minutes=1)
+"""After work raised (a bug, not a responder failure): retry then, doubling to the cap."""
+CRASH_RETRY_CAP = datetime.timedelta(hours=1)
 MAX_SLEEP = 30.0
 """Seconds: the loop re-checks the clock at least this often (resilient to clock jumps)."""
 
@@ -89,6 +92,8 @@ class Scheduler(Generic[K]):
         self._queued: set[K] = set()
         self._running: set[K] = set()
         self._rerun: set[K] = set()
+        self._crashes: dict[K, int] = {}
+        """Runs in a row that raised, per key (a bug of ours): they back off, logged once."""
         self._active = 0
         """Workers busy now (runs started and not yet finished)."""
         self._tasks: set[asyncio.Task[None]] = set()
@@ -113,6 +118,7 @@ class Scheduler(Generic[K]):
     def cancel(self, key: K) -> None:
         self._due.pop(key, None)
         self._rerun.discard(key)
+        self._crashes.pop(key, None)
 
     def due_at(self, key: K) -> datetime.datetime | None:
         entry = self._due.get(key)
@@ -218,9 +224,16 @@ class Scheduler(Generic[K]):
             await self._work(key)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            logger.exception("work for %s failed; retrying in a minute", key)
-            self.schedule(key, self._clock() + datetime.timedelta(minutes=1))
+        except Exception as exc:
+            crashes = self._crashes[key] = self._crashes.get(key, 0) + 1
+            delay = min(CRASH_RETRY * 2 ** min(crashes - 1, 10), CRASH_RETRY_CAP)
+            if crashes == 1:
+                logger.exception("work for %s failed; retrying in %s", key, delay)
+            else:  # the traceback was logged: one line per retry, less and less often
+                logger.warning("work for %s failed again (%d in a row): %r", key, crashes, exc)
+            self.schedule(key, self._clock() + delay)
+        else:
+            self._crashes.pop(key, None)
         finally:
             self._running.discard(key)
             self._active -= 1

@@ -420,13 +420,3 @@ def verify_response(
         revocation_reason=revocation_reason,
         revocation_reason_code=reason_code,
     )
-
-
-def cert_id_in(der_bytes: bytes, leaf: x509.Certificate, issuer: x509.Certificate) -> CertID:
-    """The CertID to expect in a response we did not request (a staple read from a Secret).
-
-    Any answer naming our certificate in an accepted hash matches it (``CertID.matches``), so
-    the response is not consulted: a hostile first answer cannot choose the hash for us.
-    """
-    del der_bytes
-    return CertID.of(leaf, issuer)

@@ -107,17 +107,19 @@ def after_success(
     it is new); ``fresh_until``: until when the responder's HTTP caching says it is current.
     """
     target, reason = refresh_target(this_update=this_update, expires_at=expires_at, policy=policy)
+    latest = expires_at - min(policy.margin, (expires_at - this_update) / 2)
+    if unchanged > 0 and target <= now + policy.min_wait:
+        # Past its refresh point, and the responder still hands back the same response:
+        # back off, but not past the margin before expiry (retries near expiry take over).
+        exponent = min(unchanged - 1, 30)
+        backoff = now + min(policy.same_base * (2**exponent), policy.same_cap)
+        target, reason = min(backoff, max(latest, now + policy.min_spacing)), "SameResponse"
     if fresh_until is not None and fresh_until > target:
-        latest = expires_at - min(policy.margin, (expires_at - this_update) / 2)
+        # Caching only ever makes the wait longer, never shorter.
         target, reason = max(min(fresh_until, latest), target), "HttpCache"
     if now + policy.max_interval < target:
         # Even a cached answer: a CA purges its CDN when it revokes (Let's Encrypt does).
         target, reason = now + policy.max_interval, "MaxInterval"
-    if unchanged > 0 and target <= now + policy.min_wait:
-        # Past its refresh point, and the responder still hands back the same response.
-        exponent = min(unchanged - 1, 30)
-        target = now + min(policy.same_base * (2**exponent), policy.same_cap)
-        reason = "SameResponse"
     wait = max(target - now, policy.min_wait)
     wait -= wait * policy.jitter * rand()
     at, bounded = _before_expiry(now + max(wait, datetime.timedelta(0)), now, expires_at, policy)
