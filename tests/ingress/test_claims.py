@@ -308,26 +308,56 @@ def test_a_certificate_answers_only_for_names_it_covers(
     assert sni(snapshot, "api.shop.t") == "a/api"
 
 
-def test_names_a_certificate_serves_without_hosts_are_claimed_like_any_other(
+def test_names_a_certificate_serves_without_hosts_are_claimed_after_named_ones(
     pki: TestPKI, leaves: dict[str, Issued]
 ) -> None:
     """b serves *.shop.t from a tls entry without hosts: a's older catch-all and
-    defaultBackend must not answer requests made under b's certificate."""
+    defaultBackend must not answer requests made under b's certificate; a name another
+    namespace lists (c, younger) is c's, and b's certificate does not answer for it."""
+    cluster = [
+        ing("a", "catch", 1, rules=[rule(None, "phish")], default_backend="phish"),
+        ing("b", "shop", 2, rules=[rule("api.shop.t", "api")], tls=[{"secretName": "wild"}]),
+    ]
+    secrets = {"b/wild": secret_of(pki, leaves["*.shop.t"])}
+    b = builder()
+    snapshot = build(b, cluster, secrets)
+    assert sni(snapshot, "login.shop.t") == "b/wild"
+    assert routed(snapshot, "login.shop.t") is None  # b's name, no path of b's: 404
+    assert routed(snapshot, "api.shop.t") == "b/api"
+    assert sni(snapshot, "api.shop.t") == "b/wild"
+    assert routed(snapshot, "nobody.t") == "a/phish"
+    assert refusals(b) == set()
+
+    later = build(builder(), [*cluster, ing("c", "late", 3, rules=[rule("x.shop.t", "late")])],
+                  secrets)  # fmt: skip
+    assert routed(later, "x.shop.t") == "c/late"
+    assert sni(later, "x.shop.t") is None  # the default certificate, not b's
+    assert sni(later, "login.shop.t") == "b/wild"
+
+
+def test_a_wildcard_certificate_copied_into_namespaces_serves_each_its_own_hosts(
+    pki: TestPKI, leaves: dict[str, Issued]
+) -> None:
+    """reflector/kubed copy one *.shop.t Secret everywhere; each team lists only rules."""
     b = builder()
     snapshot = build(
         b,
         [
-            ing("a", "catch", 1, rules=[rule(None, "phish")], default_backend="phish"),
-            ing("b", "shop", 2, rules=[rule("api.shop.t", "api")], tls=[{"secretName": "wild"}]),
-            ing("c", "late", 3, rules=[rule("*.shop.t", "late")]),
+            ing("team-a", "a", 1, rules=[rule("api.shop.t", "a")], tls=[{"secretName": "wild"}]),
+            ing("team-b", "b", 2, rules=[rule("x.shop.t", "b")], tls=[{"secretName": "wild"}]),
         ],
-        {"b/wild": secret_of(pki, leaves["*.shop.t"])},
+        {
+            "team-a/wild": secret_of(pki, leaves["*.shop.t"]),
+            "team-b/wild": secret_of(pki, leaves["*.shop.t"]),
+        },
     )
-    assert sni(snapshot, "login.shop.t") == "b/wild"
-    assert routed(snapshot, "login.shop.t") is None  # b's name, no path of b's: 404
-    assert routed(snapshot, "api.shop.t") == "b/api"
-    assert routed(snapshot, "nobody.t") == "a/phish"
-    assert ("c/late", "*.shop.t", HOST_TAKEN) in refusals(b)
+    assert (routed(snapshot, "api.shop.t"), sni(snapshot, "api.shop.t")) == (
+        "team-a/a",
+        "team-a/wild",
+    )
+    assert (routed(snapshot, "x.shop.t"), sni(snapshot, "x.shop.t")) == ("team-b/b", "team-b/wild")
+    assert sni(snapshot, "other.shop.t") == "team-a/wild"  # the oldest holds the wildcard
+    assert refusals(b) == set()
 
 
 def test_hosts_of_an_entry_a_worker_cannot_load_get_the_default_certificate(
@@ -425,16 +455,20 @@ def age(ingress: dict[str, Any]) -> tuple[str, str, str]:
 def first_claims(cluster: list[dict[str, Any]]) -> list[tuple[str, str, dict[str, Any]]]:
     """(name, namespace, Ingress) for every name every Ingress mentions, oldest first: the
     test's own reading of the rule, not the module's."""
-    found = []
+    found, unnamed = [], []
     for i in sorted(cluster, key=age):
         spec = i["spec"]
         names = [r.get("host", "") for r in spec.get("rules", [])]
-        for t in spec.get("tls") or []:
-            # Without hosts, the certificate's own name (each leaf here has one: its Secret's
-            # name, with "wild" for "*").
-            names += t["hosts"] or [t["secretName"].replace("wild", "*")]
+        names += [h for t in spec.get("tls") or [] for h in t["hosts"]]
         found += [(name, i["metadata"]["namespace"], i) for name in names]
-    return found
+        # A tls entry without hosts serves its certificate's name (each leaf here has one:
+        # its Secret's, with "wild" for "*"), claimed after every named claim.
+        unnamed += [
+            (t["secretName"].replace("wild", "*"), i["metadata"]["namespace"], i)
+            for t in spec.get("tls") or []
+            if not t["hosts"]
+        ]
+    return found + unnamed
 
 
 def decider_of(claims: list[tuple[str, str, dict[str, Any]]], host: str) -> str | None:

@@ -9,6 +9,10 @@ So each host name belongs to one namespace, the one whose Ingress claimed it fir
 namespace's rules and tls entries for that name are left out, and the Ingress that lost is
 told with a Warning Event. Ingresses of one namespace share its hosts and merge as before.
 
+Names an Ingress does not list but serves (a tls entry without hosts serves its
+certificate's names) are claimed too, after every named claim, and quietly: a wildcard
+certificate copied into many namespaces is normal and takes no one's named host.
+
 Names overlap: ``*.example.com`` covers ``shop.example.com``. A claim also loses to an
 older claim from another namespace on a wildcard covering it, so a tenant cannot take one
 name out of another's wildcard; a younger wildcard simply does not cover names already held
@@ -79,23 +83,30 @@ def _no_names(_secret: str) -> tuple[str, ...]:
     return ()
 
 
-def claimed_hosts(ingress: Obj, names_of: NamesOf = _no_names) -> list[str]:
-    """The names an Ingress claims: its rules' hosts ('' for a hostless rule with paths),
-    its tls entries' hosts, and for a tls entry without hosts its certificate's names (it
-    serves them, so it claims them: otherwise another namespace's catch-all would answer
-    requests made under this certificate)."""
+def claimed_hosts(ingress: Obj) -> list[str]:
+    """The names an Ingress names: its rules' hosts ('' for a hostless rule with paths) and
+    its tls entries' hosts."""
     spec = ingress.get("spec") or {}
-    namespace = str((ingress.get("metadata") or {}).get("namespace") or "default")
     found: list[str] = []
     for rule in spec.get("rules") or []:
         host = host_key(rule.get("host"))
         if host or (rule.get("http") or {}).get("paths"):
             found.append(host)
     for tls in spec.get("tls") or []:
-        hosts = tls.get("hosts") or []
-        if hosts:
-            found.extend(host_key(h) for h in hosts)
-        elif tls.get("secretName"):
+        found.extend(host_key(h) for h in tls.get("hosts") or [])
+    return list(dict.fromkeys(found))
+
+
+def certificate_hosts(ingress: Obj, names_of: NamesOf) -> list[str]:
+    """The names an Ingress serves without naming them: its certificate's, for a tls entry
+    without hosts. They are claimed too (else another namespace's catch-all would answer
+    requests made under that certificate), but after every named claim: a wildcard
+    certificate copied into many namespaces (reflector, kubed) takes no one's named host."""
+    spec = ingress.get("spec") or {}
+    namespace = str((ingress.get("metadata") or {}).get("namespace") or "default")
+    found: list[str] = []
+    for tls in spec.get("tls") or []:
+        if not tls.get("hosts") and tls.get("secretName"):
             names = (host_key(n) for n in names_of(f"{namespace}/{tls['secretName']}"))
             found.extend(n for n in names if n)  # never the hostless '' from a certificate
     return list(dict.fromkeys(found))
@@ -130,16 +141,23 @@ class HostOwners:
     @classmethod
     def of(cls, ingresses: Iterable[Obj], names_of: NamesOf = _no_names) -> HostOwners:
         claims = cls()
-        for ing in oldest_first(ingresses):
+        ordered = oldest_first(ingresses)
+        for ing in ordered:
             namespace = str((ing.get("metadata") or {}).get("namespace") or "default")
-            for host in claimed_hosts(ing, names_of):
+            for host in claimed_hosts(ing):
                 claims._claim(ing, namespace, host)
+        for ing in ordered:  # then what certificates serve unnamed, where nobody holds it
+            namespace = str((ing.get("metadata") or {}).get("namespace") or "default")
+            for host in certificate_hosts(ing, names_of):
+                claims._claim(ing, namespace, host, named=False)
         return claims
 
-    def _claim(self, ing: Obj, namespace: str, host: str) -> None:
+    def _claim(self, ing: Obj, namespace: str, host: str, *, named: bool = True) -> None:
         for held in (host, covering_wildcard(host)):
             if held is None or held not in self.owners or self.owners[held] == namespace:
                 continue
+            if not named:
+                return  # a certificate's unnamed name another holds: nothing to report
             shown = host or "(any host)"
             self.refused.append(
                 Refusal(

@@ -44,6 +44,7 @@ from ocsp_stapler.ingress.claims import (
     Refusal,
     certificate_covers,
     covering_wildcard,
+    host_key,
     oldest_first,
 )
 from ocsp_stapler.ingress.routes import (
@@ -273,7 +274,8 @@ class SnapshotBuilder:
             else:
                 version = hashlib.sha256(f"{chain_pem}\0{key_pem}".encode()).hexdigest()
                 leaf = x509.load_pem_x509_certificate(chain_pem.encode("ascii"))
-                verdict = _Pair(version, chain_pem, key_pem, dns_names(leaf))
+                names = tuple(dict.fromkeys(n for n in map(host_key, dns_names(leaf)) if n))
+                verdict = _Pair(version, chain_pem, key_pem, names)
         self._pairs[digest] = verdict
         return verdict
 
@@ -502,8 +504,8 @@ class SnapshotBuilder:
     ) -> dict[str, str]:
         """Host → the Secret whose certificate answers its SNI: the oldest Ingress's tls
         entry naming it, if its namespace holds the name and the certificate covers it. A
-        tls entry without hosts binds the certificate's own names, where nobody else holds
-        them."""
+        tls entry without hosts binds the certificate's own names and the names its namespace
+        holds that the certificate covers, where nobody else holds them."""
         bound: dict[str, str] = {}
         for binding in bindings:
             cert = certs.get(binding.secret)
@@ -511,7 +513,12 @@ class SnapshotBuilder:
                 continue  # not served at all: a SecretProblem says why
             namespace = binding.secret.split("/", 1)[0]
             names = tuple(cert["names"])
-            for host in binding.hosts or names:
+            hosts = binding.hosts or (
+                *names,
+                *(h for h, ns in owners.owners.items() if ns == namespace and h not in names
+                  and certificate_covers(names, h)),
+            )  # fmt: skip
+            for host in hosts:
                 if host in bound or not host or not owners.allows(namespace, host):
                     continue  # a younger entry, or a name held elsewhere (a Refusal)
                 if not certificate_covers(names, host):
