@@ -1,18 +1,18 @@
-"""What happens to one Secret: observe → prepare → judge the held staple → refresh → write.
+"""The executor of the staple lifecycle: carries out what ``lifecycle.decide`` says, for each
+Secret, and keeps what several Secrets share (fetches, issuers, refresh times).
 
 ``observe`` is called by the kopf handler for every TLS Secret event and does only cheap
-comparisons; everything that costs (parsing, fetching, writing) runs later in ``process``,
-on the scheduler's workers. The rules users rely on, and where they live:
+comparisons; everything that costs (parsing, fetching, writing) runs later in ``process``, on
+the scheduler's workers: it asks ``decide`` for the next step, carries it out, and asks again
+until the answer is to wait (the rules themselves are in ``lifecycle``). What lives here:
 
-* a staple that does not belong to the current ``tls.crt`` is removed at once (``_judge``);
 * a staple is never written onto a Secret whose ``tls.crt`` changed since the fetch began
-  (every patch tests ``tls.crt``, see ``secretpatches``);
-* an expired staple is removed when its nextUpdate passes without a refresh (``process``);
-* revoked responses are stapled (or removed, by configuration) with a Warning Event;
-  ``unknown`` is never stapled and the previous good staple stays until it expires;
-* no OCSP URL is one status and one Event, never a retry loop (``problem``);
-* a restart re-judges the staples already in Secrets and fetches only what is due;
-* identical certificates in many Secrets share one fetch (``_fetch_shared``).
+  (every patch tests ``tls.crt``, see ``secretpatches``); a patch the API server refuses for
+  that ends the run, and the watch event that follows starts over;
+* identical certificates in many Secrets share one fetch (``_fetch_shared``) and one refresh
+  time (``_cache_and_schedule``);
+* Events repeat only when their text changes, and status is published when it changes;
+* a restart re-judges the staples already in Secrets and fetches only what is due.
 """
 
 from __future__ import annotations
@@ -29,15 +29,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-
 from ocsp_stapler.controller import secretpatches
 from ocsp_stapler.controller.bodies import (
     Body,
     SecretRef,
     SecretView,
-    check_responder_override,
     data_of,
     decode,
     has_traces,
@@ -47,31 +43,49 @@ from ocsp_stapler.controller.bodies import (
     ref_of,
 )
 from ocsp_stapler.controller.eventing import EventRecorder, EventType
+from ocsp_stapler.controller.lifecycle import (
+    Action,
+    Facts,
+    Fetch,
+    Found,
+    Judge,
+    Prepare,
+    Refuse,
+    Rejection,
+    Remove,
+    Wait,
+    Withdraw,
+    Write,
+    decide,
+    unwanted,
+)
 from ocsp_stapler.controller.metrics import Metrics
-from ocsp_stapler.controller.records import CertKey, SecretRecord
+from ocsp_stapler.controller.preparation import CertKey, Issuers, Prepared, Unprepared, prepare
+from ocsp_stapler.controller.records import SecretRecord
 from ocsp_stapler.controller.scheduling import Scheduler
 from ocsp_stapler.controller.settings import OperatorSettings
 from ocsp_stapler.controller.statuses import staple_object, status_of
 from ocsp_stapler.k8s.client import ApiClient, ApiError, Conflict, Invalid, NotFound, resource_path
 from ocsp_stapler.names import CRD_API_VERSION, CRD_PLURAL, RESPONDER_URL
 from ocsp_stapler.ocsp import errors
-from ocsp_stapler.ocsp.chains import Chain, assemble_chain, sha256_hex
 from ocsp_stapler.ocsp.queries import CertID
-from ocsp_stapler.ocsp.responses import CertStatus, Staple, verify_response
+from ocsp_stapler.ocsp.responses import CertStatus, Staple, claimed_expiry, verify_response
 from ocsp_stapler.ocsp.schedules import after_failure, after_success, refresh_target
 from ocsp_stapler.ocsp.sharing import SingleFlight
-from ocsp_stapler.ocsp.stapling import (
-    Attempt,
-    Fetched,
-    obtain_staple,
-    resolve_issuer,
-    responder_urls,
-)
-from ocsp_stapler.ocsp.transport import Fetch
+from ocsp_stapler.ocsp.stapling import Attempt, Fetched, obtain_staple
+from ocsp_stapler.ocsp.transport import Fetch as FetchBytes
 
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime.datetime]
+
+MAX_STEPS = 12
+"""Decisions carried out in one run at most (a run takes six at most: prepare, remove a
+foreign staple, judge, fetch, write, and wait)."""
+
+CHANGED_RETRY = datetime.timedelta(minutes=1)
+"""After the API server refused a patch because the Secret changed: look again then, if the
+watch event about the change has not started the Secret over already."""
 
 _VERIFICATION_ERRORS = (
     errors.ResponseMalformed,
@@ -88,13 +102,18 @@ _VERIFICATION_ERRORS = (
 
 
 @dataclass(frozen=True)
-class CachedStaple:
-    fetched: Fetched
+class SharedAnswer:
+    """The newest verified answer for one certificate, shared by the Secrets that hold it,
+    and when any of them asks again."""
+
+    staple: Staple
+    fetched: Fetched | None
+    """The fetch that brought it; None when it was found in a Secret (nobody asked yet)."""
     refresh_at: datetime.datetime
     unchanged: int = 0
-    """Fetches in a row that brought nothing newer than ``fetched`` (they back off)."""
+    """Fetches in a row that brought nothing newer than ``staple`` (they back off)."""
     source: Fetched | None = None
-    """The fetch last remembered here (the same one remembered twice counts once)."""
+    """The fetch last counted here (the same fetch seen by many Secrets counts once)."""
 
 
 class Reconciler:
@@ -102,7 +121,7 @@ class Reconciler:
         self,
         *,
         api: ApiClient,
-        fetch: Fetch,
+        fetch: FetchBytes,
         settings: OperatorSettings,
         clock: Clock,
         metrics: Metrics,
@@ -126,11 +145,10 @@ class Reconciler:
             group=_namespace_of,  # one namespace's failing Secrets cannot starve another's
         )
         self.flight: SingleFlight[CertKey, Fetched] = SingleFlight()
-        self.cache: dict[CertKey, CachedStaple] = {}
+        self.cache: dict[CertKey, SharedAnswer] = {}
         self.holders: dict[CertKey, set[SecretRef]] = {}
         self.crd_available = True
-        self.issuers: dict[bytes, x509.Certificate] = {}
-        self._issuer_annotations: dict[bytes, str] = {}
+        self.issuers = Issuers()
 
     # ----------------------------------------------------------------- events from kopf
 
@@ -168,8 +186,7 @@ class Reconciler:
         ):
             # Someone else changed the staple (or a stale event): judge what is there now.
             record.view = view
-            record.judged = False
-            record.held = None
+            record.judged, record.held, record.rejection = False, None, None
             self.scheduler.run_now(ref)
         else:
             record.view = view
@@ -210,183 +227,188 @@ class Reconciler:
         return self.records.get(record.ref) is record
 
     async def process(self, ref: SecretRef) -> None:
+        """Carry out the lifecycle's decisions for one Secret until it says wait."""
         record = self.records.get(ref)
         if record is None:
             return
         attempt = self.settings.attempt()  # one deadline for everything this run asks
-        # Not prepared until the issuer is known (a failed caIssuers download leaves the chain).
-        if (
-            record.cert_key is None
-            and record.problem is None
-            and not await self._prepare(record, attempt)
-        ):
-            await self._settle(record)
-            return
-        if record.problem is None and not record.judged:
-            await self._judge(record)
-        if not self._current(record):
-            return
-        now = self.clock()
-        if record.held is not None and now >= record.held.expires_at:
-            await self._remove(
-                record,
-                "Warning",
-                "StapleExpired",
-                f"the staple expired at {record.held.expires_at.isoformat()} without a "
-                f"successful refresh ({record.last_error or 'no error recorded'}); removed",
-            )
-        if record.problem is None and (record.refresh_at is None or now >= record.refresh_at):
-            await self._refresh(record, attempt)
-        await self._settle(record)
+        for _ in range(MAX_STEPS):
+            if not self._current(record):
+                return
+            action = decide(self._facts(record))
+            if isinstance(action, Wait):
+                self.scheduler.schedule(ref, action.until)
+                await self._publish(record)
+                return
+            if not await self._carry_out(record, action, attempt):
+                return
+        # Every action changes the facts it was decided on: this is a bug, and the scheduler
+        # retries it with a backoff and logs the traceback once.
+        raise RuntimeError(f"no decision settled {ref} in {MAX_STEPS} steps")
 
-    async def _settle(self, record: SecretRecord) -> None:
-        if not self._current(record):
-            return
-        self.scheduler.schedule(record.ref, record.next_wake())
-        await self._publish(record)
+    def _facts(self, record: SecretRecord) -> Facts:
+        return Facts(
+            now=self.clock(),
+            preparation=record.preparation,
+            found=self._found(record),
+            judged=record.judged,
+            held=record.held,
+            rejection=record.rejection,
+            answer=record.answer,
+            refresh_at=record.refresh_at,
+            halted=record.halted is not None,
+            revoked_action=self.settings.revoked_action,
+            last_error=record.last_error,
+        )
 
-    async def _prepare(self, record: SecretRecord, attempt: Attempt) -> bool:
-        """Parse the chain, find the issuer. False when not ready (problem or retry later)."""
+    def _found(self, record: SecretRecord) -> Found | None:
+        """What the Secret holds, read once per staple (its claimed expiry is parsed)."""
         view = record.view
-        try:
-            crt = decode(view.crt_b64)
-            if not crt:
-                raise errors.ChainInvalid("tls.crt is missing or not base64")
-            ca = decode(view.ca_b64) if view.ca_b64 else None
-            chain = assemble_chain(crt, ca)
+        if view.staple_b64 is None and view.staple_cert_sha256 is None:
+            return None
+        cached = record.found
+        if cached is not None and cached[:2] == (view.staple_b64, view.staple_cert_sha256):
+            return cached[2]
+        found = Found(cert_sha256=view.staple_cert_sha256)
+        leaf = record.leaf
+        if view.staple_b64 is not None and leaf is not None:
             try:
-                override = check_responder_override(view.override_url)
-            except ValueError as exc:
-                raise errors.InvalidAnnotation(str(exc)) from None
-            if not responder_urls(chain.leaf, override):
-                raise errors.NoResponder(
-                    "the certificate names no OCSP responder (AIA id-ad-ocsp) and no "
-                    f"{RESPONDER_URL} annotation is set; nothing to staple"
+                expiry = claimed_expiry(
+                    decode(view.staple_b64) or b"",
+                    serial_number=leaf.serial_number,
+                    policy=self.stapling.verify,
                 )
-            record.chain = chain
-            record.cert_sha256 = sha256_hex(chain.leaf)
-            issuer = await resolve_issuer(chain, fetch=self.fetch, attempt=attempt)
-        except errors.OCSPError as exc:
-            await self._failed(record, exc)
-            if not exc.retryable and view.staple_b64 is not None:
-                await self._remove(
-                    record, "Warning", "StapleRemoved", f"the staple cannot be judged: {exc}"
-                )
-            return False
-        # Thousands of Secrets share a handful of issuers: keep one object per issuer, and only
-        # the leaf and its issuer of each chain (memory at 10,000 Secrets).
-        issuer = self.issuers.setdefault(issuer.fingerprint(hashes.SHA256()), issuer)
-        record.issuer = issuer
-        record.issuer_b64 = None if chain.issuer is not None else self._issuer_b64(issuer)
-        record.chain = Chain(leaf=chain.leaf, issuer=issuer)
-        key_hash = CertID.for_serial(issuer, chain.leaf.serial_number).issuer_key_hash
-        record.cert_key = (key_hash, chain.leaf.serial_number, override or "")
-        self.holders.setdefault(record.cert_key, set()).add(record.ref)
-        return True
-
-    def _issuer_b64(self, issuer: x509.Certificate) -> str:
-        """The issuer as the staple-issuer annotation holds it (one string per issuer)."""
-        key = issuer.fingerprint(hashes.SHA256())
-        found = self._issuer_annotations.get(key)
-        if found is None:
-            found = base64.b64encode(issuer.public_bytes(serialization.Encoding.DER)).decode()
-            self._issuer_annotations[key] = found
+                found = dataclasses.replace(found, claimed_expiry=expiry)
+            except errors.OCSPError as exc:
+                found = dataclasses.replace(found, malformed=str(exc))
+        record.found = (view.staple_b64, view.staple_cert_sha256, found)
         return found
 
-    async def _judge(self, record: SecretRecord) -> None:
-        """Decide about the staple found in the Secret: keep it (verified) or remove it."""
+    async def _carry_out(self, record: SecretRecord, action: Action, attempt: Attempt) -> bool:
+        """One effect of a decision; False when this run must stop (the Secret changed)."""
+        match action:
+            case Prepare():
+                await self._prepare(record, attempt)
+            case Judge(prepared=prep):
+                self._judge(record, prep)
+            case Remove(type=type_, reason=reason, message=message):
+                return await self._remove(record, type_, reason, message)
+            case Fetch(prepared=prep):
+                await self._refresh(record, prep, attempt)
+            case Write(answer=answer, prepared=prep):
+                if not await self._write(record, prep, answer.staple):
+                    return False
+                await self._answered(record, prep, answer, held=answer.staple)
+            case Withdraw(answer=answer, prepared=prep):
+                if not await self._remove(
+                    record, "Warning", "StapleRemoved", "the certificate is revoked"
+                ):
+                    return False
+                await self._answered(record, prep, answer, held=None)
+            case Refuse(answer=answer):
+                record.answer = None
+                problem = errors.CertificateUnknown(
+                    f"{answer.responder_url} answered unknown for serial "
+                    f"{answer.staple.serial_number:X}"
+                )
+                record.refresh_at = await self._failed(record, problem)
+        return True
+
+    async def _prepare(self, record: SecretRecord, attempt: Attempt) -> None:
+        prep = await prepare(record.view, fetch=self.fetch, attempt=attempt, issuers=self.issuers)
+        if not self._current(record):
+            return
+        if isinstance(prep, Unprepared):
+            retry_at = await self._failed(record, prep.problem)
+            if not prep.permanent:
+                prep = dataclasses.replace(prep, retry_at=retry_at)
+        else:
+            record.failures, record.last_error = 0, None
+            self.holders.setdefault(prep.cert_key, set()).add(record.ref)
+        record.preparation = prep
+
+    def _judge(self, record: SecretRecord, prep: Prepared) -> None:
+        """Verify the staple found in the Secret: held, or a rejection saying why it goes."""
         record.judged = True
         view = record.view
         if view.staple_b64 is None:
-            return
-        if view.staple_cert_sha256 != record.cert_sha256:
-            await self._remove(
-                record, "Normal", "StapleRemoved", "the staple belonged to another certificate"
-            )
-            return
-        if record.chain is None or record.issuer is None:
-            return
-        der = decode(view.staple_b64) or b""
+            return  # only the certificate annotation is there (it goes with the next write)
         try:
             staple = verify_response(
-                der,
+                decode(view.staple_b64) or b"",
                 # Any answer naming our certificate, in any accepted hash, matches: a hostile
                 # first answer cannot choose the hash for us.
-                cert_id=CertID.of(record.chain.leaf, record.issuer),
-                issuer=record.issuer,
+                cert_id=CertID.of(prep.leaf, prep.issuer),
+                issuer=prep.issuer,
                 now=self.clock(),
                 policy=self.stapling.verify,
             )
         except errors.OCSPError as exc:
-            await self._remove(
-                record,
-                "Warning",
-                "StapleRemoved",
-                f"the staple in the Secret failed verification: {exc}",
+            record.rejection = Rejection(
+                "Warning", f"the staple in the Secret failed verification: {exc}"
             )
             return
-        unwanted = staple.status is CertStatus.UNKNOWN or (
-            staple.status is CertStatus.REVOKED and self.settings.revoked_action == "remove"
-        )
-        if unwanted:
-            await self._remove(
-                record, "Normal", "StapleRemoved", f"the staple says {staple.status}"
-            )
+        if unwanted(staple, self.settings.revoked_action):
+            record.rejection = Rejection("Normal", f"the staple says {staple.status}")
             return
-        record.held = staple
-        record.newest = staple
+        record.held = record.newest = staple
         record.ever_stapled = True
         record.last_status = staple.status
-        cached = self._remember(
-            key_of(record), Fetched(staple=staple, responder_url="", issuer=record.issuer)
-        )
+        cached = self._cache_and_schedule(prep.cert_key, staple, None)
         target, _ = refresh_target(
             this_update=staple.this_update, expires_at=staple.expires_at, policy=self.policy
         )
         # Found already past its refresh point (e.g. after a long outage): due now.
         record.refresh_at = None if target <= self.clock() else cached.refresh_at
 
-    def _remember(self, key: CertKey, fetched: Fetched) -> CachedStaple:
-        """Keep the newest verified staple per certificate, with its (shared) refresh time."""
+    def _cache_and_schedule(
+        self, key: CertKey, staple: Staple, fetched: Fetched | None
+    ) -> SharedAnswer:
+        """Keep the newest verified answer per certificate, and decide when to ask again: the
+        refresh time every Secret holding the certificate shares. ``fetched``: the fetch that
+        brought ``staple``; None when it was found in a Secret (never asked for)."""
         current = self.cache.get(key)
+        if current is not None and fetched is not None and current.source is fetched:
+            return current  # the same fetch, counted already (siblings share one flight)
         unchanged = 0
-        if current is not None and (current.source is fetched or current.fetched is fetched):
-            return current
-        source = fetched
-        if current is not None and not tells_more(fetched.staple, current.fetched.staple):
-            if not fetched.responder_url:
-                return current  # an adopted copy adds nothing
+        if current is not None and not tells_more(staple, current.staple):
+            if fetched is None:
+                return current  # a copy found in a Secret adds nothing
             # Fetched, and nothing newer: keep the newest (never go backwards) and back off.
             unchanged = current.unchanged + 1
-            fetched = dataclasses.replace(current.fetched, fresh_until=fetched.fresh_until)
+            if current.staple.this_update != staple.this_update:
+                staple, fetched = current.staple, current.fetched
+        fresh_until = fetched.fresh_until if fetched is not None else None
         decision = after_success(
-            this_update=fetched.staple.this_update,
-            expires_at=fetched.staple.expires_at,
+            this_update=staple.this_update,
+            expires_at=staple.expires_at,
             now=self.clock(),
             policy=self.policy,
             rand=self.rand,
             unchanged=unchanged,
-            fresh_until=fetched.fresh_until,
+            fresh_until=fresh_until,
         )
-        entry = CachedStaple(
-            fetched=fetched, refresh_at=decision.at, unchanged=unchanged, source=source
+        entry = SharedAnswer(
+            staple=staple,
+            fetched=fetched,
+            refresh_at=decision.at,
+            unchanged=unchanged,
+            source=fetched,
         )
         self.cache[key] = entry
         return entry
 
-    async def _fetch_shared(self, record: SecretRecord, attempt: Attempt) -> Fetched:
-        key, now, chain = key_of(record), self.clock(), record.chain
-        if chain is None:
-            raise errors.ChainInvalid("the certificate was not prepared")  # unreachable
+    async def _fetch_shared(
+        self, record: SecretRecord, prep: Prepared, attempt: Attempt
+    ) -> Fetched:
+        key, now = prep.cert_key, self.clock()
         cached = self.cache.get(key)
         if (
             cached is not None
+            and cached.fetched is not None
             and cached.refresh_at > now
-            and cached.fetched.responder_url
-            and cached.fetched.staple.valid_at(now)
-            and (
-                record.held is None or cached.fetched.staple.this_update >= record.held.this_update
-            )
+            and cached.staple.valid_at(now)
+            and (record.held is None or cached.staple.this_update >= record.held.this_update)
         ):
             return cached.fetched  # a sibling Secret fetched it: no request
         # Never go backwards, not even after the held staple expired: the newest response ever
@@ -397,12 +419,12 @@ class Reconciler:
             start = time.monotonic()
             try:
                 fetched = await obtain_staple(
-                    chain,
+                    prep.chain,
                     fetch=self.fetch,
                     clock=self.clock,
                     config=self.stapling,
                     held=held,
-                    override_url=key[2] or None,
+                    override_url=prep.override_url,
                     attempt=attempt,
                 )
             except errors.OCSPError as exc:
@@ -413,43 +435,36 @@ class Reconciler:
             self.metrics.fetches.labels(result=fetched.staple.status.value).inc()
             if fetched.staple.status is not CertStatus.UNKNOWN:
                 # Before the flight lands, so Secrets that come due just after reuse it.
-                self._remember(key, fetched)
+                self._cache_and_schedule(key, fetched.staple, fetched)
             return fetched
 
         return await self.flight.run(key, fetch_once)
 
-    async def _refresh(self, record: SecretRecord, attempt: Attempt) -> None:
+    async def _refresh(self, record: SecretRecord, prep: Prepared, attempt: Attempt) -> None:
         record.last_attempt = self.clock()
         try:
-            fetched = await self._fetch_shared(record, attempt)
+            fetched = await self._fetch_shared(record, prep, attempt)
         except errors.OCSPError as exc:
-            await self._failed(record, exc)
+            if not exc.retryable:
+                record.halted = exc
+            record.refresh_at = await self._failed(record, exc)
             return
         if not self._current(record):
             return
-        staple = fetched.staple
-        record.newest = staple
+        record.newest = fetched.staple
         record.responder_url = fetched.responder_url
-        record.last_status = staple.status
-        if staple.status is CertStatus.UNKNOWN:
-            await self._failed(
-                record,
-                errors.CertificateUnknown(
-                    f"{fetched.responder_url} answered unknown for serial {staple.serial_number:X}"
-                ),
-            )
-            return
-        cached = self._remember(key_of(record), fetched)
-        revoked = staple.status is CertStatus.REVOKED
-        if revoked and self.settings.revoked_action == "remove":
-            if record.view.staple_b64 is not None:
-                await self._remove(record, "Warning", "StapleRemoved", "the certificate is revoked")
-            record.held = None
-        elif not await self._write(record, staple):
-            return
-        else:
-            record.held = staple
-        if revoked:
+        record.last_status = fetched.staple.status
+        record.answer = fetched
+
+    async def _answered(
+        self, record: SecretRecord, prep: Prepared, fetched: Fetched, *, held: Staple | None
+    ) -> None:
+        """The fetched answer is applied (written, or withdrawn): success, and when next."""
+        staple = fetched.staple
+        cached = self._cache_and_schedule(prep.cert_key, staple, fetched)
+        record.answer = None
+        record.held = held
+        if staple.status is CertStatus.REVOKED:
             await self._event(record, "Warning", "CertificateRevoked", _revocation_message(staple))
         elif not record.ever_stapled:
             await self._event(
@@ -459,30 +474,30 @@ class Reconciler:
                 f"first staple from {fetched.responder_url}: "
                 f"good until {staple.expires_at.isoformat()}",
             )
-        record.ever_stapled = record.ever_stapled or record.held is not None
+        record.ever_stapled = record.ever_stapled or held is not None
         record.failures = 0
         record.last_error = None
         record.last_success = self.clock()
         record.refresh_at = cached.refresh_at
 
-    async def _failed(self, record: SecretRecord, exc: errors.OCSPError) -> None:
+    async def _failed(
+        self, record: SecretRecord, exc: errors.OCSPError
+    ) -> datetime.datetime | None:
+        """Count a failure, tell about it once, and return when to try again (None: never,
+        until the Secret changes)."""
         record.failures += 1
         record.last_error = str(exc)
         if not exc.retryable:
-            record.problem = exc
-            record.refresh_at = None
             await self._event(record, "Warning", exc.reason, exc.message)
-            return
-        now = self.clock()
+            return None
         held_expiry = record.held.expires_at if record.held else None
         decision = after_failure(
             failures=record.failures,
-            now=now,
+            now=self.clock(),
             expires_at=held_expiry,
             policy=self.policy,
             rand=self.rand,
         )
-        record.refresh_at = decision.at
         if isinstance(exc, _VERIFICATION_ERRORS):
             await self._event(
                 record, "Warning", "VerificationFailed", f"{exc.reason}: {exc.message}"
@@ -498,6 +513,7 @@ class Reconciler:
                 "the held staple is kept until it expires",
             )
         logger.info("refresh of %s failed (%d in a row): %s", record.ref, record.failures, exc)
+        return decision.at
 
     # ------------------------------------------------------------------------- writing
 
@@ -506,66 +522,60 @@ class Reconciler:
             api_version="v1", plural="secrets", namespace=ref.namespace, name=ref.name
         )
 
-    async def _patch(
-        self, record: SecretRecord, patch: list[dict[str, Any]], action: str
-    ) -> Body | None:
-        """Apply a guarded JSON patch; None when the Secret changed under us or is gone."""
+    async def _patch(self, record: SecretRecord, patch: list[dict[str, Any]], action: str) -> bool:
+        """Apply a guarded JSON patch and take the Secret as it is after it; False when the
+        Secret changed under us (a ``test`` failed) or is gone."""
         try:
             body = await self.api.patch(self._secret_path(record.ref), patch, patch_type="json")
         except Invalid:
-            # A `test` failed: tls.crt (or the staple) changed since we read it. Re-read, and
-            # let observe() start over with what is there now; the stale result is dropped.
+            # tls.crt (or the staple) changed since we read it: the stale result is dropped.
+            # The watch event about the change starts the Secret over; should it be late,
+            # the Secret is looked at again in a minute.
             logger.info("%s changed during the %s; starting over", record.ref, action)
-            try:
-                current = await self.api.get(self._secret_path(record.ref))
-            except NotFound:
-                await self.forget(record.ref, deleted=True)
-                return None
-            await self.observe("MODIFIED", current)
-            return None
+            self.scheduler.schedule(record.ref, self.clock() + CHANGED_RETRY)
+            return False
         except NotFound:
             await self.forget(record.ref, deleted=True)
-            return None
-        self.metrics.writes.labels(action=action).inc()
-        return body
-
-    async def _write(self, record: SecretRecord, staple: Staple) -> bool:
-        if record.cert_sha256 is None:
             return False
+        self.metrics.writes.labels(action=action).inc()
+        record.view = SecretView.of(body, self.settings.staple_key)
+        return True
+
+    async def _write(self, record: SecretRecord, prep: Prepared, staple: Staple) -> bool:
         b64 = base64.b64encode(staple.der).decode()
         view = record.view
         if (
             view.staple_b64 == b64
-            and view.staple_cert_sha256 == record.cert_sha256
-            and view.staple_issuer_b64 == record.issuer_b64
+            and view.staple_cert_sha256 == prep.cert_sha256
+            and view.staple_issuer_b64 == prep.issuer_b64
         ):
             return True  # already there: no write
         patch = secretpatches.write_staple(
             view,
             staple_key=self.settings.staple_key,
             staple_b64=b64,
-            cert_sha256=record.cert_sha256,
-            issuer_b64=record.issuer_b64,
+            cert_sha256=prep.cert_sha256,
+            issuer_b64=prep.issuer_b64,
         )
-        body = await self._patch(record, patch, "write")
-        if body is None:
+        if not await self._patch(record, patch, "write"):
             return False
-        record.view = SecretView.of(body, self.settings.staple_key)
+        record.judged, record.rejection = True, None  # what is there now is what we verified
         return True
 
     async def _remove(
         self, record: SecretRecord, type_: EventType, reason: str, message: str
-    ) -> None:
+    ) -> bool:
+        """Remove the staple the Secret holds (as ``record.view`` saw it), with an Event."""
         record.held = None
         view = record.view
         if view.staple_b64 is None and view.staple_cert_sha256 is None:
-            return
+            return True
         patch = secretpatches.remove_staple(view, staple_key=self.settings.staple_key)
-        body = await self._patch(record, patch, "remove")
-        if body is None:
-            return
-        record.view = SecretView.of(body, self.settings.staple_key)
+        if not await self._patch(record, patch, "remove"):
+            return False
+        record.judged, record.rejection = False, None
         await self._event(record, type_, reason, message)
+        return True
 
     async def _event(
         self, record: SecretRecord, type_: EventType, reason: str, message: str
@@ -670,12 +680,6 @@ def tells_more(new: Staple, known: Staple) -> bool:
 
 def _namespace_of(ref: SecretRef) -> str:
     return ref.namespace
-
-
-def key_of(record: SecretRecord) -> CertKey:
-    if record.cert_key is None:
-        raise errors.ChainInvalid("the certificate was not prepared")  # unreachable
-    return record.cert_key
 
 
 def _revocation_message(staple: Staple) -> str:

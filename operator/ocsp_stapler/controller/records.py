@@ -1,7 +1,9 @@
 """What the operator remembers about each managed Secret between events.
 
 Memory only: after a restart everything here is rebuilt from the Secrets themselves (the staple
-and its certificate annotation), so nothing is lost and no external store is needed.
+and its certificate annotation), so nothing is lost and no external store is needed. What the
+record holds is the input of the lifecycle's decisions (``lifecycle.Facts``) plus what the
+status reports; the decisions themselves live in ``lifecycle``.
 """
 
 from __future__ import annotations
@@ -12,30 +14,32 @@ from dataclasses import dataclass
 from cryptography import x509
 
 from ocsp_stapler.controller.bodies import SecretRef, SecretView
-from ocsp_stapler.ocsp.chains import Chain
+from ocsp_stapler.controller.lifecycle import Found, Rejection
+from ocsp_stapler.controller.preparation import CertKey, Preparation, Prepared, Unprepared
 from ocsp_stapler.ocsp.errors import OCSPError
 from ocsp_stapler.ocsp.responses import CertStatus, Staple
-
-CertKey = tuple[bytes, int, str]
-"""(issuer key hash, serial, override URL): identical certificates share one fetch."""
+from ocsp_stapler.ocsp.stapling import Fetched
 
 
 @dataclass
 class SecretRecord:
     view: SecretView
     """The Secret as last seen or written by us."""
-    chain: Chain | None = None
-    issuer: x509.Certificate | None = None
-    issuer_b64: str | None = None
-    """The issuer, base64 DER, when it came from caIssuers (neither tls.crt nor ca.crt)."""
-    cert_sha256: str | None = None
-    cert_key: CertKey | None = None
-    problem: OCSPError | None = None
-    """A failure retries cannot fix (no responder, bad chain): none until the Secret changes."""
+    preparation: Preparation | None = None
+    """The certificate, prepared or why not; None until first prepared."""
+    found: tuple[str | None, str | None, Found] | None = None
+    """(staple, annotation, what is known of them unverified): parsed once per staple."""
     judged: bool = False
-    """Whether the staple found in the Secret has been verified (or removed)."""
+    """Whether the staple found in the Secret has been judged (``held`` or ``rejection``)."""
     held: Staple | None = None
     """The verified staple the Secret holds now."""
+    rejection: Rejection | None = None
+    """Why the staple found in the Secret has to go, when judging said so."""
+    answer: Fetched | None = None
+    """A verified answer fetched and not yet applied to the Secret."""
+    halted: OCSPError | None = None
+    """A fetch failure retries cannot fix (a refused responder): no more fetches until the
+    Secret changes; what is held stays until it expires."""
     newest: Staple | None = None
     """The newest response ever verified for this Secret, held or not (never go backwards)."""
     refresh_at: datetime.datetime | None = None
@@ -58,11 +62,27 @@ class SecretRecord:
     def ref(self) -> SecretRef:
         return self.view.ref
 
-    def next_wake(self) -> datetime.datetime | None:
-        """The earlier of the refresh time and the held staple's expiry; None: nothing to do.
+    @property
+    def leaf(self) -> x509.Certificate | None:
+        prep = self.preparation
+        if isinstance(prep, Prepared):
+            return prep.leaf
+        return prep.leaf if prep is not None else None
 
-        A problem (no retries) stops refreshes, but never the removal of an expiring staple.
-        """
-        refresh = self.refresh_at if self.problem is None else None
-        times = [t for t in (refresh, self.held.expires_at if self.held else None) if t]
-        return min(times) if times else None
+    @property
+    def cert_sha256(self) -> str | None:
+        return self.preparation.cert_sha256 if self.preparation is not None else None
+
+    @property
+    def cert_key(self) -> CertKey | None:
+        prep = self.preparation
+        return prep.cert_key if isinstance(prep, Prepared) else None
+
+    @property
+    def problem(self) -> OCSPError | None:
+        """A problem retries cannot fix (no responder, bad chain, refused responder): none
+        until the Secret changes. A transient one (a caIssuers outage) is ``last_error``."""
+        prep = self.preparation
+        if isinstance(prep, Unprepared) and prep.permanent:
+            return prep.problem
+        return self.halted

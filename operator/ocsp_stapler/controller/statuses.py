@@ -64,9 +64,8 @@ def status_of(
     record: SecretRecord, *, now: datetime.datetime, previous: tuple[str, str] | None
 ) -> dict[str, Any]:
     status: dict[str, Any] = {}
-    chain = record.chain
-    if chain is not None:
-        leaf = chain.leaf
+    leaf = record.leaf
+    if leaf is not None:
         status["certificate"] = {
             "serial": serial_hex(leaf),
             "subject": leaf.subject.rfc4514_string(),

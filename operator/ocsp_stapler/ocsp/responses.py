@@ -420,3 +420,33 @@ def verify_response(
         revocation_reason=revocation_reason,
         revocation_reason_code=reason_code,
     )
+
+
+def claimed_expiry(
+    der_bytes: bytes, *, serial_number: int, policy: VerifyPolicy
+) -> datetime.datetime:
+    """When a response that cannot be verified yet (its issuer is still unknown) would expire
+    at the latest, by what it claims: the latest nextUpdate among its answers for the serial.
+
+    Unverified, so only ever used to remove a staple sooner, never to keep or serve one: a
+    staple stays no longer than any answer in it could be valid. ``ResponseMalformed`` (or
+    ``NoNextUpdate`` when the policy requires it) when no answer could ever be verified.
+    """
+    resp = parse_response(der_bytes)
+    try:
+        singles = [s for s in resp.responses if s.serial_number == serial_number]
+        if not singles:
+            raise CertIDMismatch(f"the response holds no answer for serial {serial_number:X}")
+        ends: list[datetime.datetime] = []
+        for single in singles[:MAX_SINGLE_RESPONSES]:
+            next_update = single.next_update_utc
+            if next_update is None:
+                if policy.require_next_update:
+                    raise NoNextUpdate("the response has no nextUpdate")
+                next_update = _shifted(single.this_update_utc, policy.assumed_validity)
+            ends.append(next_update)
+    except OCSPError:
+        raise
+    except Exception as exc:
+        raise ResponseMalformed(f"malformed response: {exc}") from None
+    return max(ends)
