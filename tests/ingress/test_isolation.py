@@ -5,7 +5,7 @@ without a cluster; a hypothesis test builds structured hostile Secrets (real PEM
 wrong key, truncated PEM, staples made by cryptography's OCSPResponseBuilder with odd hash
 algorithms and random signers); the boundary tests make the parsers themselves raise, so they
 do not depend on which parser raises what. Workers are fed hostile snapshot entries, the
-watcher's publish loop a build that raises. End to end, real ingress processes watch two
+supervisor's publish loop a build that raises. End to end, real ingress processes watch two
 tenants' namespaces on the real control plane, checked with ``openssl s_client -status``.
 """
 

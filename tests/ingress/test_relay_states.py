@@ -1,7 +1,7 @@
 """The relay's state machine, driven event by event: orders of events that real peers produce
 only by timing (a client's send buffer filling exactly as a response ends) made deterministic.
 
-Transports here are recorders, not mocks of a peer: the ProxySession and the backend Upstream
+Transports here are recorders, not mocks of a peer: the ProxySession and the BackendConnection
 are the real ones, fed the bytes and flow-control callbacks a transport would deliver.
 """
 
@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from ocsp_stapler.ingress.metrics import WorkerMetrics
 from ocsp_stapler.ingress.proxying import ProxySettings, Relay
-from ocsp_stapler.ingress.routes import Endpoint, HostRules, PathRule, RouteTable
-from ocsp_stapler.ingress.routes import Upstream as Route
-from ocsp_stapler.ingress.upstreams import Upstream
+from ocsp_stapler.ingress.routes import Endpoint, HostRules, PathRule, RouteTable, ServiceBackend
+from ocsp_stapler.ingress.upstreams import BackendConnection
 from ocsp_stapler.ingress.worker import ClientConnection, Worker, WorkerSettings
 
 GET = b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n"
@@ -42,7 +41,7 @@ class Recorder:
     def pause_reading(self, paused: bool | None = None) -> None:
         self.reading = False if paused is None else not paused
 
-    # what an Upstream calls on its transport
+    # what a BackendConnection calls on its transport
     def resume_reading(self) -> None:
         self.reading = True
 
@@ -55,11 +54,11 @@ class Recorder:
         return out
 
 
-def relay_with_one_backend(*, draining: bool = False) -> tuple[Relay, Upstream, Recorder]:
+def relay_with_one_backend(*, draining: bool = False) -> tuple[Relay, BackendConnection, Recorder]:
     rules = HostRules()
-    rules.add(PathRule(path="/", exact=False, upstream_key="b"))
+    rules.add(PathRule(path="/", exact=False, backend_key="b"))
     endpoint = Endpoint("127.0.0.1", 8080)
-    table = RouteTable(exact={"a.test": rules}, upstreams={"b": Route("b", (endpoint,))})
+    table = RouteTable(exact={"a.test": rules}, backends={"b": ServiceBackend("b", (endpoint,))})
     relay = Relay(
         routes=lambda: table,
         settings=ProxySettings(),
@@ -68,7 +67,7 @@ def relay_with_one_backend(*, draining: bool = False) -> tuple[Relay, Upstream, 
         clock=lambda: 0.0,
     )
     backend_side = Recorder()
-    upstream = Upstream(endpoint, relay.pool)
+    upstream = BackendConnection(endpoint, relay.pool)
     upstream.connection_made(backend_side)  # type: ignore[arg-type]
     relay.pool.put(upstream)
     return relay, upstream, backend_side

@@ -1,6 +1,6 @@
-"""Messages between the watcher and its workers: length-prefixed JSON over a socket pair.
+"""Messages between the supervisor and its workers: length-prefixed JSON over a socket pair.
 
-The watcher sends configuration snapshots; workers send metric snapshots back. JSON keeps the
+The supervisor sends configuration snapshots; workers send metric snapshots back. JSON keeps the
 messages inspectable; the 4-byte length prefix keeps framing trivial. Messages are bounded.
 """
 

@@ -1,4 +1,4 @@
-"""Ingress metrics: counted in each worker, summed by the watcher, served as Prometheus.
+"""Ingress metrics: counted in each worker, summed by the supervisor, served as Prometheus.
 
 | metric | type | labels |
 |---|---|---|
@@ -21,8 +21,8 @@ pairs left out (``claims.REASONS``: HostTaken, another namespace holds the name;
 HostNotInCertificate, the tls entry's certificate does not cover it).
 
 Workers are processes, so each keeps plain counters and sends a snapshot every second; the
-watcher keeps the latest snapshot per worker and adds them up at scrape time. The Secret
-and publish metrics are the watcher's own.
+supervisor keeps the latest snapshot per worker and adds them up at scrape time. The Secret
+and publish metrics are the supervisor's own.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ class IngressCollector(Collector):
     def __init__(self, reasons: tuple[str, ...] = (), host_reasons: tuple[str, ...] = ()) -> None:
         self.snapshots: dict[str, dict[str, Any]] = {}
         self.secret_problems: dict[str, int] = dict.fromkeys(reasons, 0)
-        """Secrets with a problem, by reason, as of the last build (set by the watcher)."""
+        """Secrets with a problem, by reason, as of the last build (set by the supervisor)."""
         self.refused_hosts: dict[str, int] = dict.fromkeys(host_reasons, 0)
         """(Ingress, host) pairs left out, by reason, as of the last build."""
         self.publish_failures: Counter[str] = Counter()

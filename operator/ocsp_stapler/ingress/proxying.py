@@ -3,17 +3,17 @@
 Callback-driven on purpose. The first version ran a coroutine per connection over asyncio
 streams, with a timer per read: ~80 µs of CPU per proxied request against nginx's ~18 µs
 (bench/results.md). Here a session is a small state machine fed by the client connection's
-``data_received`` and by its backend connection's (``upstreams.Upstream``): a request head is
-parsed, its backend connection taken from the pool and written to in the same callback, and
-the response is re-framed and written to the client in the callback that brings it. Nothing
-waits, so there is no task, future or timer per request: deadlines are plain numbers that
-the worker's once-a-second sweep checks (``expire``).
+``data_received`` and by its backend connection's (``upstreams.BackendConnection``): a
+request head is parsed, its backend connection taken from the pool and written to in the
+same callback, and the response is re-framed and written to the client in the callback that
+brings it. Nothing waits, so there is no task, future or timer per request: deadlines are
+plain numbers that the worker's once-a-second sweep checks (``expire``).
 
-Bodies are streamed both ways with their framing re-stated (``bodies``), never buffered
-whole; backpressure pauses the other side's reads. Errors the client sees: 400/431/501/505
-for requests that cannot be proxied safely, 404 for no rule, 503 for no ready endpoint, 502
-when the backend refuses or breaks, 504 when it does not accept or answer in time, 408 when
-the first request head does not arrive in time.
+Bodies are streamed both ways with their framing re-stated (``message_bodies``), never
+buffered whole; backpressure pauses the other side's reads. Errors the client sees:
+400/431/501/505 for requests that cannot be proxied safely, 404 for no rule, 503 for no ready
+endpoint, 502 when the backend refuses or breaks, 504 when it does not accept or answer in
+time, 408 when the first request head does not arrive in time.
 """
 
 from __future__ import annotations
@@ -25,10 +25,16 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ocsp_stapler.ingress import http1
-from ocsp_stapler.ingress.bodies import NOTHING, Body, ChunkedBody, LengthBody, decoder
+from ocsp_stapler.ingress.message_bodies import (
+    NOTHING,
+    ChunkedBody,
+    LengthBody,
+    MessageBody,
+    decoder,
+)
 from ocsp_stapler.ingress.metrics import WorkerMetrics
 from ocsp_stapler.ingress.routes import Endpoint, RouteTable
-from ocsp_stapler.ingress.upstreams import Upstream, UpstreamPool
+from ocsp_stapler.ingress.upstreams import BackendConnection, ConnectionPool
 
 
 @dataclass(frozen=True)
@@ -91,7 +97,9 @@ class Relay:
         self.metrics = metrics
         self.draining = draining
         self.clock = clock
-        self.pool = UpstreamPool(size=settings.pool_size, connect_timeout=settings.connect_timeout)
+        self.pool = ConnectionPool(
+            size=settings.pool_size, connect_timeout=settings.connect_timeout
+        )
 
     def session(self, client: Client, *, client_ip: bytes, proto: bytes) -> ProxySession:
         return ProxySession(self, client, client_ip=client_ip, proto=proto)
@@ -132,10 +140,10 @@ class ProxySession:
         self.client_full = False
         # The exchange in progress.
         self.endpoint: Endpoint | None = None
-        self.upstream: Upstream | None = None
-        self.connecting: asyncio.Task[Upstream] | None = None
-        self.request_body: Body = Body()
-        self.response_body: Body | None = None
+        self.upstream: BackendConnection | None = None
+        self.connecting: asyncio.Task[BackendConnection] | None = None
+        self.request_body: MessageBody = MessageBody()
+        self.response_body: MessageBody | None = None
         """None until the response head has been relayed."""
         self.response_buffer = b""
         self.out_head = b""
@@ -249,14 +257,14 @@ class ProxySession:
             expect = head.get(b"expect")
             continue_ = expect is not None and expect.lower() == b"100-continue"
         keep = keep and not relay.draining()
-        route = relay.routes().route_raw(host, target)
-        if route is None:
+        backend = relay.routes().route_raw(host, target)
+        if backend is None:
             where = f"{host.decode('latin-1')}{target.decode('latin-1')[:200]}"
             self._refuse(framing, 404, f"no rule for {where}", keep)
             return
-        endpoint = route.next_endpoint()
+        endpoint = backend.next_endpoint()
         if endpoint is None:
-            self._refuse(framing, 503, f"no ready endpoint for {route.name}", keep)
+            self._refuse(framing, 503, f"no ready endpoint for {backend.name}", keep)
             return
         if continue_ and not self.http10:
             # Only now that the request will be forwarded: a refusal above is the final answer,
@@ -306,7 +314,7 @@ class ProxySession:
         task.add_done_callback(self._connected)
         self.connecting = task
 
-    def _connected(self, task: asyncio.Task[Upstream]) -> None:
+    def _connected(self, task: asyncio.Task[BackendConnection]) -> None:
         if task.cancelled():
             return
         if task is not self.connecting:
@@ -327,7 +335,7 @@ class ProxySession:
         else:
             self._attach(task.result(), reused=False)
 
-    def _attach(self, upstream: Upstream, *, reused: bool) -> None:
+    def _attach(self, upstream: BackendConnection, *, reused: bool) -> None:
         upstream.owner = self
         self.upstream, self.reused = upstream, reused
         if self.client_full:
@@ -368,7 +376,7 @@ class ProxySession:
         else:
             self.deadline = self.relay.clock() + self.relay.settings.body_timeout
 
-    def _response_head(self, data: bytes) -> tuple[bytes, bytes, Body] | None:
+    def _response_head(self, data: bytes) -> tuple[bytes, bytes, MessageBody] | None:
         """The client's response head, the bytes after it and the body's decoder; None until
         the head is complete (or when it failed: then the client has its 502)."""
         relay = self.relay
@@ -385,7 +393,7 @@ class ProxySession:
                 fast = http1.fast_response(raw, request_method=self.method, keep=self.keep)
                 if fast is not None:
                     status, out, length, self.upstream_keep = fast
-                    body: Body = LengthBody(length) if length else NOTHING
+                    body: MessageBody = LengthBody(length) if length else NOTHING
                     break
                 head = http1.parse_response_head(raw)
                 status = int(head.start[1])
@@ -422,7 +430,7 @@ class ProxySession:
             self.upstream_keep = False
             self._exchange_done()
 
-    def upstream_lost(self, upstream: Upstream) -> None:
+    def upstream_lost(self, upstream: BackendConnection) -> None:
         if upstream is not self.upstream:
             return
         self.upstream = None

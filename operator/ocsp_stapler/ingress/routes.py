@@ -38,8 +38,9 @@ class Endpoint:
 
 
 @dataclass
-class Upstream:
-    """The ready endpoints of one Service port, chosen round-robin."""
+class ServiceBackend:
+    """An Ingress backend (one Service port) as the ready endpoints that serve it, chosen
+    round-robin."""
 
     name: str
     """namespace/service:port, for logs and metrics."""
@@ -58,7 +59,7 @@ class Upstream:
 class PathRule:
     path: str
     exact: bool
-    upstream_key: str
+    backend_key: str
 
     def matches(self, path: str) -> bool:
         if self.exact:
@@ -93,10 +94,10 @@ class RouteTable:
     wildcard: dict[str, HostRules] = field(default_factory=dict)
     """Keyed by the suffix after '*', e.g. '.example.com'."""
     anyhost: HostRules = field(default_factory=HostRules)
-    default_upstream: str | None = None
+    default_backend: str | None = None
     default_namespace: str | None = None
-    upstreams: dict[str, Upstream] = field(default_factory=dict)
-    _seen: dict[tuple[bytes, bytes], Upstream | None] = field(
+    backends: dict[str, ServiceBackend] = field(default_factory=dict)
+    _seen: dict[tuple[bytes, bytes], ServiceBackend | None] = field(
         default_factory=dict, repr=False, compare=False
     )
     """route_raw's answers by (Host, path): a table never changes once built (a new
@@ -121,7 +122,7 @@ class RouteTable:
         found.append(self.anyhost)
         return found
 
-    def route_raw(self, host: bytes, target: bytes) -> Upstream | None:
+    def route_raw(self, host: bytes, target: bytes) -> ServiceBackend | None:
         """``route`` for a request's Host and target as received, remembered per path."""
         query = target.find(b"?")
         key = (host, target if query < 0 else target[:query])
@@ -135,8 +136,8 @@ class RouteTable:
         self._seen[key] = found
         return found
 
-    def route(self, host: str, path: str) -> Upstream | None:
-        """The upstream for a request, or None (404)."""
+    def route(self, host: str, path: str) -> ServiceBackend | None:
+        """The backend for a request, or None (404)."""
         host = host.split(":", 1)[0].lower().rstrip(".")
         path = path.split("?", 1)[0] or "/"
         held, owner = False, None
@@ -149,9 +150,9 @@ class RouteTable:
                 continue
             rule = rules.match(path)
             if rule is not None:
-                return self.upstreams.get(rule.upstream_key)
-        if self.default_upstream is not None and (not held or owner == self.default_namespace):
-            return self.upstreams.get(self.default_upstream)
+                return self.backends.get(rule.backend_key)
+        if self.default_backend is not None and (not held or owner == self.default_namespace):
+            return self.backends.get(self.default_backend)
         return None
 
 
@@ -218,7 +219,9 @@ class ClusterView:
         ]
 
 
-def _upstream(view: ClusterView, namespace: str, backend: Obj, table: RouteTable) -> str | None:
+def _backend_key(view: ClusterView, namespace: str, backend: Obj, table: RouteTable) -> str | None:
+    """The key of the ServiceBackend an Ingress backend names (added to ``table`` when new);
+    None for a resource backend."""
     service_ref = backend.get("service")
     if not service_ref:
         return None  # resource backends are not supported
@@ -227,9 +230,9 @@ def _upstream(view: ClusterView, namespace: str, backend: Obj, table: RouteTable
     service = view.services.get(f"{namespace}/{name}")
     port_name = _service_port(service, port_ref)
     key = f"{namespace}/{name}:{port_ref.get('name') or port_ref.get('number')}"
-    if key not in table.upstreams:
+    if key not in table.backends:
         endpoints = ready_endpoints(view.slices_of(namespace, name), port_name) if service else ()
-        table.upstreams[key] = Upstream(name=key, endpoints=endpoints)
+        table.backends[key] = ServiceBackend(name=key, endpoints=endpoints)
     return key
 
 
@@ -249,8 +252,8 @@ def build_table(
     for ing in ordered:
         namespace = ing["metadata"].get("namespace", "default")
         spec = ing.get("spec") or {}
-        if spec.get("defaultBackend") and table.default_upstream is None:
-            table.default_upstream = _upstream(view, namespace, spec["defaultBackend"], table)
+        if spec.get("defaultBackend") and table.default_backend is None:
+            table.default_backend = _backend_key(view, namespace, spec["defaultBackend"], table)
             table.default_namespace = namespace
         for rule in spec.get("rules") or []:
             host = host_key(rule.get("host"))
@@ -258,11 +261,11 @@ def build_table(
                 continue  # held by another namespace (or, without paths, claimed by none)
             rules = table.rules_for(host)
             for p in (rule.get("http") or {}).get("paths") or []:
-                key = _upstream(view, namespace, p.get("backend") or {}, table)
+                key = _backend_key(view, namespace, p.get("backend") or {}, table)
                 if key is None:
                     continue
                 path = str(p.get("path") or "/")
-                rules.add(PathRule(path=path, exact=p.get("pathType") == "Exact", upstream_key=key))
+                rules.add(PathRule(path=path, exact=p.get("pathType") == "Exact", backend_key=key))
     return table
 
 
@@ -298,22 +301,22 @@ def tls_bindings(ingresses: Iterable[Obj]) -> list[TLSBinding]:
 
 
 def table_to_wire(table: RouteTable) -> dict[str, Any]:
-    """A JSON-able form, sent from the watcher to the workers."""
+    """A JSON-able form, sent from the supervisor to the workers."""
 
     def rules(h: HostRules) -> dict[str, Any]:
         return {
             "namespace": h.namespace,
-            "rules": [[r.path, r.exact, r.upstream_key] for r in h.rules],
+            "rules": [[r.path, r.exact, r.backend_key] for r in h.rules],
         }
 
     return {
         "exact": {k: rules(v) for k, v in table.exact.items()},
         "wildcard": {k: rules(v) for k, v in table.wildcard.items()},
         "anyhost": rules(table.anyhost),
-        "default": table.default_upstream,
+        "default": table.default_backend,
         "default_namespace": table.default_namespace,
-        "upstreams": {
-            k: [[e.address, e.port] for e in u.endpoints] for k, u in table.upstreams.items()
+        "backends": {
+            k: [[e.address, e.port] for e in b.endpoints] for k, b in table.backends.items()
         },
     }
 
@@ -322,17 +325,17 @@ def table_from_wire(wire: Mapping[str, Any]) -> RouteTable:
     def rules(entry: Mapping[str, Any]) -> HostRules:
         h = HostRules(namespace=entry["namespace"])
         for path, exact, key in entry["rules"]:
-            h.add(PathRule(path=path, exact=exact, upstream_key=key))
+            h.add(PathRule(path=path, exact=exact, backend_key=key))
         return h
 
     return RouteTable(
         exact={k: rules(v) for k, v in wire["exact"].items()},
         wildcard={k: rules(v) for k, v in wire["wildcard"].items()},
         anyhost=rules(wire["anyhost"]),
-        default_upstream=wire["default"],
+        default_backend=wire["default"],
         default_namespace=wire["default_namespace"],
-        upstreams={
-            k: Upstream(name=k, endpoints=tuple(Endpoint(a, p) for a, p in v))
-            for k, v in wire["upstreams"].items()
+        backends={
+            k: ServiceBackend(name=k, endpoints=tuple(Endpoint(a, p) for a, p in v))
+            for k, v in wire["backends"].items()
         },
     )

@@ -1,4 +1,4 @@
-"""The configuration the watcher sends to workers, built from the informers' caches.
+"""The configuration the supervisor sends to workers, built from the informers' caches.
 
 A snapshot holds the route table and every certificate our Ingresses name in ``spec.tls``:
 chain, key, the SNI hosts it serves, and the staple to serve (checked by ``staples``, cached

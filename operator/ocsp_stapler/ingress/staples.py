@@ -13,7 +13,7 @@ than tls.crt: the check is against mistakes and staleness, clients verify the ch
 
 The bytes come from a tenant's Secret, and the ingress is shared: whatever the parsers raise
 (their own ``OCSPError`` or anything else) ends here as a rejected check, never as an
-exception that would stop the watcher from publishing every other tenant's configuration.
+exception that would stop the supervisor from publishing every other tenant's configuration.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The ingress's watcher process: informers → snapshot → workers; health and metrics.
+"""The ingress's supervisor process: informers → snapshot → workers; health and metrics.
 
 It binds one listening socket per worker with SO_REUSEPORT (the kernel spreads connections
 across them), starts the workers with their sockets and a control channel, and restarts a
@@ -241,10 +241,10 @@ class Supervisor:
                 self._snapshot_digest = ""  # so that the retry sends it again
             self.sent.set()
             logger.info(
-                "configuration %d: %d certificate(s), %d upstream(s)",
+                "configuration %d: %d certificate(s), %d backend(s)",
                 self.updates,
                 len(snapshot["certs"]),
-                len(snapshot["routes"]["upstreams"]),
+                len(snapshot["routes"]["backends"]),
             )
 
     def _failed(self, stage: str, exc: Exception) -> None:

@@ -75,12 +75,12 @@ def _hosts_of(certs: Mapping[str, Any], ids: list[str]) -> list[Any]:
 def server_context(chain_pem: bytes, key_pem: bytes) -> tuple[SSL.Context, x509.Certificate]:
     """A server Context holding this chain and key (no callbacks yet), and the leaf.
 
-    The watcher builds one too, as a trial, before it publishes a certificate: what OpenSSL
+    The supervisor builds one too, as a trial, before it publishes a certificate: what OpenSSL
     refuses (a key that does not fit, one too weak for its security level) is then reported
     once for the Secret instead of being found by every worker."""
     certs = x509.load_pem_x509_certificates(chain_pem)
     # Skipping the RSA consistency check saves ~50 ms per key (per worker, per version): the
-    # watcher has checked that the key is the certificate's, and OpenSSL checks it again.
+    # supervisor has checked that the key is the certificate's, and OpenSSL checks it again.
     key = serialization.load_pem_private_key(
         key_pem, password=None, unsafe_skip_rsa_key_validation=True
     )
@@ -131,7 +131,7 @@ class CertificateStore:
     ) -> list[str]:
         """Install a snapshot of certificates; return the ids that could not be loaded.
 
-        Each entry serves the hosts the watcher bound to it (``claims``: names its
+        Each entry serves the hosts the supervisor bound to it (``claims``: names its
         certificate covers, held by its namespace); an ``unbound`` host gets the default
         certificate rather than another namespace's wildcard. Each entry is on its own: one
         that cannot be used (whatever OpenSSL, cryptography or the entry's own shape raises)

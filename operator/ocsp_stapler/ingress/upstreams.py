@@ -23,17 +23,19 @@ class Owner(Protocol):
 
     def upstream_data(self, data: bytes) -> None: ...
     def upstream_eof(self) -> None: ...
-    def upstream_lost(self, upstream: Upstream) -> None: ...
+    def upstream_lost(self, upstream: BackendConnection) -> None: ...
     def upstream_paused(self, paused: bool) -> None: ...
 
 
-class Upstream(asyncio.Protocol):
+class BackendConnection(asyncio.Protocol):
+    """One connection to a backend endpoint: lent to one exchange at a time, pooled between."""
+
     __slots__ = (
         "closed", "endpoint", "idle_since", "owner", "pool", "reading_paused", "transport",
         "writing_paused",
     )  # fmt: skip
 
-    def __init__(self, endpoint: Endpoint, pool: UpstreamPool) -> None:
+    def __init__(self, endpoint: Endpoint, pool: ConnectionPool) -> None:
         self.endpoint = endpoint
         self.pool = pool
         self.transport: asyncio.Transport | None = None
@@ -114,16 +116,16 @@ class Upstream(asyncio.Protocol):
             self.transport.abort()
 
 
-class UpstreamPool:
+class ConnectionPool:
     """Idle keep-alive connections per endpoint (a fresh connection when none is usable)."""
 
     def __init__(self, *, size: int, connect_timeout: float, max_idle: float = 30.0) -> None:
         self.size = size
         self.connect_timeout = connect_timeout
         self.max_idle = max_idle
-        self.idle: dict[Endpoint, list[Upstream]] = defaultdict(list)
+        self.idle: dict[Endpoint, list[BackendConnection]] = defaultdict(list)
 
-    def take(self, endpoint: Endpoint) -> Upstream | None:
+    def take(self, endpoint: Endpoint) -> BackendConnection | None:
         """The most recently used idle connection to ``endpoint``, if one is still good."""
         stack = self.idle.get(endpoint)
         if not stack:
@@ -136,16 +138,16 @@ class UpstreamPool:
             upstream.close()
         return None
 
-    async def connect(self, endpoint: Endpoint) -> Upstream:
+    async def connect(self, endpoint: Endpoint) -> BackendConnection:
         """A fresh connection (TimeoutError after ``connect_timeout``, OSError if refused)."""
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(self.connect_timeout):
             _, protocol = await loop.create_connection(
-                lambda: Upstream(endpoint, self), endpoint.address, endpoint.port
+                lambda: BackendConnection(endpoint, self), endpoint.address, endpoint.port
             )
         return protocol
 
-    def put(self, upstream: Upstream) -> None:
+    def put(self, upstream: BackendConnection) -> None:
         stack = self.idle[upstream.endpoint]
         if len(stack) >= self.size:
             upstream.close()
@@ -153,7 +155,7 @@ class UpstreamPool:
         upstream.idle_since = time.monotonic()
         stack.append(upstream)
 
-    def discard(self, upstream: Upstream) -> None:
+    def discard(self, upstream: BackendConnection) -> None:
         stack = self.idle.get(upstream.endpoint)
         if stack and upstream in stack:
             stack.remove(upstream)

@@ -1,4 +1,4 @@
-"""One ingress worker process: asyncio, TLS over memory BIOs, configuration from the watcher.
+"""One ingress worker process: asyncio, TLS over memory BIOs, configuration from the supervisor.
 
 Started by the supervisor with its listening sockets (SO_REUSEPORT, one per worker, so the
 kernel spreads connections) and one end of a socket pair. It serves nothing until the first
@@ -383,9 +383,9 @@ async def run_worker(
             if "routes" in message:
                 try:
                     worker.apply(message)
-                except Exception:  # never stop following the watcher
+                except Exception:  # never stop following the supervisor
                     logger.exception("a configuration could not be applied")
-        stop.set()  # the watcher is gone: exit (it restarts us, or it is shutting down)
+        stop.set()  # the supervisor is gone: exit (it restarts us, or it is shutting down)
 
     follower = loop.create_task(follow_config())
     await asyncio.wait(

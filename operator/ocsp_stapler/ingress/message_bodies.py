@@ -19,8 +19,9 @@ MAX_CHUNK_LINE = 4096
 MAX_TRAILERS = 16 * 1024
 
 
-class Body:
-    """A body with nothing in it (framing "none"): done before the first byte."""
+class MessageBody:
+    """The body of an HTTP message in transit, fed as it arrives (not a Secret's body). This
+    base one has nothing in it (framing "none"): done before the first byte."""
 
     __slots__ = ("done",)
 
@@ -36,7 +37,7 @@ class Body:
         return self.done
 
 
-class LengthBody(Body):
+class LengthBody(MessageBody):
     __slots__ = ("remaining",)
 
     def __init__(self, length: int) -> None:
@@ -54,7 +55,7 @@ class LengthBody(Body):
         return (data if n == len(data) else data[:n]), n
 
 
-class UntilCloseBody(Body):
+class UntilCloseBody(MessageBody):
     """A response without length or chunking: it ends when the backend closes."""
 
     __slots__ = ()
@@ -73,7 +74,7 @@ class UntilCloseBody(Body):
 _SIZE, _DATA, _DATA_END, _TRAILERS = 0, 1, 2, 3
 
 
-class ChunkedBody(Body):
+class ChunkedBody(MessageBody):
     """Chunked transfer coding (RFC 9112 7.1), parsed strictly and re-encoded (or, for a
     client that cannot read chunks, decoded to the plain body)."""
 
@@ -149,11 +150,11 @@ def _chunk_size(line: bytes) -> int:
     return int(text, 16)
 
 
-NOTHING = Body()
+NOTHING = MessageBody()
 """The empty body (stateless, so shared)."""
 
 
-def decoder(framing: Framing) -> Body:
+def decoder(framing: Framing) -> MessageBody:
     if framing.kind == "length":
         return LengthBody(framing.length)
     if framing.kind == "chunked":

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ocsp_stapler.ingress.bodies import ChunkedBody, LengthBody, UntilCloseBody, decoder
 from ocsp_stapler.ingress.http1 import BadMessage, Framing
+from ocsp_stapler.ingress.message_bodies import ChunkedBody, LengthBody, UntilCloseBody, decoder
 
 
 def feed_in_pieces(body: ChunkedBody | LengthBody, data: bytes, cuts: list[int]) -> bytes:
