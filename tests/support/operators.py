@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ocsp_stapler.controller.controllers import Controller
+from ocsp_stapler.controller.instance import OperatorInstance
 from ocsp_stapler.controller.reconciler import Reconciler
 from ocsp_stapler.controller.running import run_operator
 from ocsp_stapler.controller.settings import OperatorSettings
@@ -28,7 +28,7 @@ class RunningOperator:
     settings: OperatorSettings
     credentials: Credentials
     clock: FakeClock | None = None
-    controller: Controller | None = None
+    instance: OperatorInstance | None = None
     loop: asyncio.AbstractEventLoop | None = None
     error: BaseException | None = None
     stop: threading.Event = field(default_factory=threading.Event)
@@ -37,14 +37,14 @@ class RunningOperator:
 
     @property
     def reconciler(self) -> Reconciler:
-        assert self.controller is not None
-        return self.controller.reconciler
+        assert self.instance is not None
+        return self.instance.reconciler
 
     def _main(self) -> None:
         kwargs: dict[str, Any] = {"clock": self.clock} if self.clock is not None else {}
 
-        def on_controller(controller: Controller) -> None:
-            self.controller = controller
+        def on_instance(instance: OperatorInstance) -> None:
+            self.instance = instance
             self.loop = asyncio.get_running_loop()
 
         try:
@@ -54,7 +54,7 @@ class RunningOperator:
                     credentials=self.credentials,
                     stop_flag=self.stop,
                     ready_flag=self.ready,
-                    controller_ready=on_controller,
+                    instance_ready=on_instance,
                     **kwargs,
                 )
             )
@@ -68,7 +68,7 @@ class RunningOperator:
         await asyncio.to_thread(self.ready.wait, 30)
         if self.error is not None:
             raise self.error
-        if not self.ready.is_set() or self.controller is None:
+        if not self.ready.is_set() or self.instance is None:
             raise TimeoutError("the operator did not become ready in 30 s")
         return self
 

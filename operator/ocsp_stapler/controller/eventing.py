@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from ocsp_stapler.controller.bodies import SecretRef
-from ocsp_stapler.k8s.client import ApiClient
+from ocsp_stapler.k8s.client import Api
 from ocsp_stapler.k8s.events import EventPoster, EventType
 from ocsp_stapler.names import COMPONENT
 
@@ -19,7 +19,7 @@ __all__ = ["EventRecorder", "EventType"]
 
 
 class EventRecorder:
-    def __init__(self, api: ApiClient, clock: Callable[[], datetime]) -> None:
+    def __init__(self, api: Api, clock: Callable[[], datetime]) -> None:
         self._poster = EventPoster(
             api, clock=clock, reporting_component=f"{COMPONENT}.dev/operator"
         )

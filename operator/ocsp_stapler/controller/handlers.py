@@ -12,7 +12,7 @@ from typing import Any
 
 import kopf
 
-from ocsp_stapler.controller.controllers import Controller
+from ocsp_stapler.controller.instance import OperatorInstance
 
 
 def build_registry() -> kopf.OperatorRegistry:
@@ -21,16 +21,16 @@ def build_registry() -> kopf.OperatorRegistry:
 
     @kopf.on.login(registry=registry)
     def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
-        return Controller.of(memo).connection_info()
+        return OperatorInstance.of(memo).connection_info()
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-        await Controller.of(memo).stop()
+        await OperatorInstance.of(memo).stop()
 
     @kopf.on.event("v1", "secrets", registry=registry)
     async def secret_event(
         event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any
     ) -> None:
-        await Controller.of(memo).reconciler.observe(event.get("type"), body)
+        await OperatorInstance.of(memo).reconciler.observe(event.get("type"), body)
 
     return registry

@@ -65,7 +65,7 @@ from ocsp_stapler.controller.records import SecretRecord
 from ocsp_stapler.controller.scheduling import Scheduler
 from ocsp_stapler.controller.settings import OperatorSettings
 from ocsp_stapler.controller.statuses import staple_object, status_of
-from ocsp_stapler.k8s.client import ApiClient, ApiError, Conflict, Invalid, NotFound, resource_path
+from ocsp_stapler.k8s.client import Api, ApiError, Conflict, Invalid, NotFound, resource_path
 from ocsp_stapler.names import CRD_API_VERSION, CRD_PLURAL, RESPONDER_URL
 from ocsp_stapler.ocsp import errors
 from ocsp_stapler.ocsp.queries import CertID
@@ -120,7 +120,7 @@ class Reconciler:
     def __init__(
         self,
         *,
-        api: ApiClient,
+        api: Api,
         fetch: FetchBytes,
         settings: OperatorSettings,
         clock: Clock,

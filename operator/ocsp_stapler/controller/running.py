@@ -18,9 +18,9 @@ import kopf
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from ocsp_stapler.controller.controllers import Controller
 from ocsp_stapler.controller.eventing import EventRecorder
 from ocsp_stapler.controller.handlers import build_registry
+from ocsp_stapler.controller.instance import OperatorInstance
 from ocsp_stapler.controller.metrics import Metrics
 from ocsp_stapler.controller.reconciler import Reconciler
 from ocsp_stapler.controller.settings import OperatorSettings
@@ -80,7 +80,7 @@ async def reconciler_running(
     credentials: Credentials,
     clock: Callable[[], datetime.datetime] = utcnow,
     metrics: Metrics | None = None,
-) -> AsyncIterator[Controller]:
+) -> AsyncIterator[OperatorInstance]:
     """The reconciler with its clients and scheduler running (kopf not yet started)."""
     metrics = metrics or Metrics()
     async with (
@@ -96,14 +96,14 @@ async def reconciler_running(
             events=EventRecorder(api, clock),
         )
         scheduler = asyncio.create_task(reconciler.scheduler.run(), name="ocsp-stapler-scheduler")
-        controller = Controller(
+        instance = OperatorInstance(
             reconciler=reconciler, credentials=credentials, background=[scheduler]
         )
         try:
             async with metrics_server(metrics, settings.metrics_port):
-                yield controller
+                yield instance
         finally:
-            await controller.stop()
+            await instance.stop()
 
 
 async def run_operator(
@@ -113,11 +113,11 @@ async def run_operator(
     clock: Callable[[], datetime.datetime] = utcnow,
     stop_flag: asyncio.Event | None = None,
     ready_flag: asyncio.Event | None = None,
-    controller_ready: Callable[[Controller], None] | None = None,
+    instance_ready: Callable[[OperatorInstance], None] | None = None,
 ) -> None:
-    async with reconciler_running(settings, credentials=credentials, clock=clock) as controller:
-        if controller_ready is not None:
-            controller_ready(controller)
+    async with reconciler_running(settings, credentials=credentials, clock=clock) as instance:
+        if instance_ready is not None:
+            instance_ready(instance)
         liveness = (
             f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port > 0 else None
         )
@@ -129,7 +129,7 @@ async def run_operator(
         await kopf.operator(
             registry=build_registry(),
             settings=kopf_settings(settings),
-            memo=kopf.Memo(controller=controller),
+            memo=kopf.Memo(operator=instance),
             clusterwide=not settings.namespaces,
             namespaces=list(settings.namespaces),
             standalone=True,

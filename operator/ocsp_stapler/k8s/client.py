@@ -14,7 +14,7 @@ import ssl
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal, Protocol, Self
 from urllib.parse import quote, urlencode
 
 import aiohttp
@@ -153,6 +153,21 @@ def load_credentials(kubeconfig: str | None = None, context: str | None = None) 
     else:
         context_or_off = False
     return Credentials(server=cfg.host.rstrip("/"), ssl_context=context_or_off, _source=cfg)
+
+
+class Api(Protocol):
+    """The calls the operator makes on objects: what ``ApiClient`` sends to an API server,
+    and what the simulation's in-memory API answers (``hack/simulation``)."""
+
+    async def get(self, path: str, **params: str) -> JsonObject: ...
+
+    async def create(self, path: str, body: JsonObject) -> JsonObject: ...
+
+    async def patch(
+        self, path: str, body: Any, *, patch_type: PatchType = "merge"
+    ) -> JsonObject: ...
+
+    async def delete(self, path: str) -> JsonObject: ...
 
 
 class ApiClient:

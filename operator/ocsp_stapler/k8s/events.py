@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import aiohttp
 
-from ocsp_stapler.k8s.client import ApiClient, ApiError, resource_path
+from ocsp_stapler.k8s.client import Api, ApiError, resource_path
 from ocsp_stapler.names import COMPONENT
 
 logger = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class EventPoster:
     """Posts Events as one reporting component (``ocsp-stapler.dev/operator``, ``.../ingress``)."""
 
     def __init__(
-        self, api: ApiClient, *, clock: Callable[[], datetime], reporting_component: str
+        self, api: Api, *, clock: Callable[[], datetime], reporting_component: str
     ) -> None:
         self._api = api
         self._clock = clock

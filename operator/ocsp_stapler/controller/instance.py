@@ -1,4 +1,6 @@
-"""The operator instance kopf hands to every handler (through ``memo``)."""
+"""The running operator as kopf hands it to every handler (through ``memo``): the reconciler,
+the credentials kopf logs in with, and the background tasks (the scheduler) that live as long
+as the operator and are stopped before kopf exits."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from ocsp_stapler.k8s.client import Credentials, connection_fields
 
 
 @dataclass
-class Controller:
+class OperatorInstance:
     reconciler: Reconciler
     credentials: Credentials
     background: list[asyncio.Task[None]] = field(default_factory=list)
@@ -25,11 +27,11 @@ class Controller:
         self.background.clear()
 
     @staticmethod
-    def of(memo: kopf.Memo) -> Controller:
-        controller = memo["controller"]
-        if not isinstance(controller, Controller):
-            raise TypeError("kopf memo carries no ocsp-stapler Controller")
-        return controller
+    def of(memo: kopf.Memo) -> OperatorInstance:
+        instance = memo["operator"]
+        if not isinstance(instance, OperatorInstance):
+            raise TypeError("kopf memo carries no ocsp-stapler OperatorInstance")
+        return instance
 
     def connection_info(self) -> kopf.ConnectionInfo:
         c = connection_fields(self.credentials)
