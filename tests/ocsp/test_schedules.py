@@ -40,9 +40,11 @@ def test_success_refresh_is_never_past_nor_after_expiry_nor_later_than_the_bound
         unchanged=unchanged,
         fresh_until=None if fresh is None else now + fresh * S,
     )
-    assert now < d.at <= expires_at
+    assert now < d.at
     if expires_at - now > POLICY.min_spacing:
         assert d.at < expires_at  # a refresh before expiry while there is room for one
+    else:  # the expiry wakes the Secret for the removal; the request keeps its minute
+        assert d.at <= max(expires_at, now + POLICY.min_spacing)
     if fresh is None or fresh <= 0:
         assert d.at - now <= max(POLICY.max_interval, POLICY.same_cap)
 
@@ -59,11 +61,9 @@ def test_retry_is_never_past_and_before_a_held_expiry(
     d = after_failure(
         failures=failures, now=T0, expires_at=expires_at, policy=POLICY, rand=lambda: rand
     )
-    assert d.at > T0
-    if expires_at is not None:
-        assert d.at <= expires_at
-        if d.reason == "ExpiryBound":  # no retry storm before expiry
-            assert d.at - T0 >= min(POLICY.min_spacing, expires_at - T0)
+    assert d.at - T0 >= POLICY.min_spacing  # no sub-minute retries, ever
+    if expires_at is not None and expires_at - T0 > POLICY.min_spacing:
+        assert d.at < expires_at  # a retry before expiry while there is a minute left
     assert d.at - T0 <= POLICY.backoff_cap
 
 
@@ -78,12 +78,27 @@ def test_a_response_refreshes_at_its_midpoint_within_the_longest_interval() -> N
     assert (week.at, week.reason) == (T0 + 10 * S + POLICY.max_interval, "MaxInterval")
 
 
-def test_jitter_only_moves_earlier_and_by_at_most_ten_percent() -> None:
-    now = T0
-    early = after_success(
-        this_update=T0, expires_at=T0 + 3 * D, now=now, policy=POLICY, rand=lambda: 0.999999
+def test_jitter_moves_a_midpoint_later_and_a_deadline_earlier_by_at_most_ten_percent() -> None:
+    """Early at a midpoint finds the same response (again and again, closer each time)."""
+    late = after_success(
+        this_update=T0, expires_at=T0 + 3 * D, now=T0, policy=POLICY, rand=lambda: 0.999999
     )
-    assert T0 + 1.5 * D - 0.15 * D <= early.at < T0 + 1.5 * D
+    assert (late.reason, T0 + 1.5 * D < late.at <= T0 + 1.65 * D) == ("Midpoint", True)
+    early = after_success(
+        this_update=T0, expires_at=T0 + 7 * D, now=T0, policy=POLICY, rand=lambda: 0.999999
+    )
+    deadline = T0 + POLICY.max_interval
+    assert (early.reason, deadline - 0.2 * D <= early.at < deadline) == ("MaxInterval", True)
+
+
+def test_a_ca_that_regenerates_exactly_at_the_midpoint_is_asked_once_per_response() -> None:
+    """1-day responses regenerated every 12 h: every refresh lands at or after the midpoint
+    (it was 7 requests a day when jitter moved midpoints earlier)."""
+    for rand in (0.0, 0.3, 0.999999):
+        d = after_success(
+            this_update=T0, expires_at=T0 + D, now=T0 + 60 * S, policy=POLICY, rand=lambda r=rand: r
+        )
+        assert T0 + 12 * H <= d.at <= T0 + D - POLICY.margin
 
 
 def test_short_lived_response_obeys_the_margin_but_not_past_half() -> None:
@@ -94,21 +109,27 @@ def test_short_lived_response_obeys_the_margin_but_not_past_half() -> None:
     assert d.at == T0 + 45 * 60 * S
 
 
-def test_late_arrival_still_waits_the_minimum() -> None:
-    """A response fetched just before its refresh point is not re-fetched in a tight loop."""
+def test_a_response_already_past_its_refresh_point_backs_off_like_the_same_one() -> None:
+    """Fetched past its midpoint, it is the newest the responder has: no re-ask in 30 s."""
+    now = T0 + D + S
     d = after_success(
-        this_update=T0, expires_at=T0 + 2 * D, now=T0 + D + S, policy=POLICY, rand=lambda: 0.0
+        this_update=T0, expires_at=T0 + 2 * D, now=now, policy=POLICY, rand=lambda: 0.0
     )
-    assert d.at == T0 + D + S + POLICY.min_wait
+    assert (d.at, d.reason) == (now + POLICY.same_base, "Late")
+    near = after_success(
+        this_update=T0, expires_at=T0 + 2 * D, now=T0 + 2 * D - 30 * 60 * S, policy=POLICY,
+        rand=lambda: 0.0,
+    )  # fmt: skip
+    assert near.at == T0 + 2 * D - 20 * 60 * S  # past the margin: 10 min, before expiry
 
 
-def test_backoff_doubles_from_30s_to_an_hour() -> None:
+def test_backoff_doubles_to_an_hour_and_never_retries_within_a_minute() -> None:
     waits = [
         after_failure(failures=n, now=T0, expires_at=None, policy=POLICY, rand=lambda: 0.999999).at
         - T0
         for n in range(1, 10)
     ]
-    assert round(waits[0].total_seconds()) == 30
+    assert round(waits[0].total_seconds()) == 60  # 30 s, raised to the minute between retries
     assert round(waits[1].total_seconds()) == 60
     assert round(waits[2].total_seconds()) == 120
     assert round(waits[-1].total_seconds()) == 3600
@@ -122,8 +143,9 @@ def test_retries_speed_up_as_the_held_staple_nears_expiry() -> None:
     assert (d.at, d.reason) == (T0 + 5 * 60 * S, "ExpiryBound")
 
 
-def test_retries_near_expiry_keep_a_minute_apart_and_end_at_the_expiry() -> None:
-    """A failing responder, 10 minutes before the held staple expires (it was 32 attempts)."""
+def test_retries_near_expiry_keep_a_minute_apart() -> None:
+    """A failing responder, 10 minutes before the held staple expires (it was 32 attempts,
+    most in the final second). The expiry itself is the removal's wake-up, not a request."""
     expires_at, now, attempts = T0 + 10 * 60 * S, T0, []
     for failures in itertools.count(1):
         now = after_failure(
@@ -132,13 +154,9 @@ def test_retries_near_expiry_keep_a_minute_apart_and_end_at_the_expiry() -> None
         attempts.append(now)
         if now >= expires_at or failures > 100:
             break
-    assert attempts[-1] == expires_at  # the last wake-up is the removal, exactly at expiry
-    # The backoff's own first retries (15-60 s) aside, once bound by the expiry they come a
-    # minute apart at least, the expiry itself excepted.
-    bound = [a for a in attempts if a >= T0 + 5 * 60 * S]
-    gaps = [b - a for a, b in itertools.pairwise(bound[:-1])]
-    assert gaps
+    gaps = [b - a for a, b in itertools.pairwise([T0, *attempts])]
     assert min(gaps) >= POLICY.min_spacing
+    assert attempts[-2] < expires_at <= attempts[-1]
     assert len(attempts) <= 12
 
 

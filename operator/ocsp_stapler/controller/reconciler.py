@@ -271,7 +271,9 @@ class Reconciler:
             return cached[2]
         found = Found(cert_sha256=view.staple_cert_sha256)
         leaf = record.leaf
-        if view.staple_b64 is not None and leaf is not None:
+        if leaf is None:
+            return found  # its claimed expiry needs the serial: read once tls.crt is parsed
+        if view.staple_b64 is not None:
             try:
                 expiry = claimed_expiry(
                     decode(view.staple_b64) or b"",

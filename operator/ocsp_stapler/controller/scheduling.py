@@ -98,6 +98,9 @@ class Scheduler(Generic[K]):
         """Workers busy now (runs started and not yet finished)."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._dispatching = False
+        self._sleeping_until: datetime.datetime | None = None
+        """The due time the loop sleeps towards; a later one needs no wake-up (None: it is
+        awake, or nothing is due)."""
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -110,7 +113,8 @@ class Scheduler(Generic[K]):
         seq = next(self._seq)
         self._due[key] = (at, seq)
         heapq.heappush(self._heap, (at, seq, key))
-        self._wake.set()
+        if self._sleeping_until is None or at < self._sleeping_until:
+            self._wake.set()  # 10,000 Secrets rescheduled far ahead do not each wake the loop
 
     def run_now(self, key: K) -> None:
         self.schedule(key, self._clock())
@@ -209,8 +213,12 @@ class Scheduler(Generic[K]):
                 if not self.busy:
                     self._idle.set()
                 timeout = MAX_SLEEP if delay is None else min(delay, MAX_SLEEP)
+                if delay is not None and not self._wake.is_set():
+                    self._sleeping_until = self._clock() + datetime.timedelta(seconds=delay)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=max(timeout, 0.001))
+                    async with asyncio.timeout(max(timeout, 1e-6)):
+                        await self._wake.wait()
+                self._sleeping_until = None
         finally:
             self._dispatching = False
             tasks = list(self._tasks)

@@ -3,14 +3,19 @@
 After a success, refresh at the midpoint of thisUpdate..nextUpdate (Caddy, Traefik; CAs must
 publish a new response at least 8 h before nextUpdate once validity is 16 h or more, so the
 midpoint always finds one), but no later than nextUpdate minus a safety margin, and spread
-by jitter so that 10,000 Secrets issued together do not refresh together. nginx refreshes an
-hour ahead at most and HAProxy hourly; both hammer responders whose answers last a week.
+by jitter so that 10,000 Secrets issued together do not refresh together: later than a point
+where a newer response is expected (the midpoint, the end of HTTP caching; earlier would
+find the same response, then again closer each time: a CA that regenerates exactly at the
+midpoint was asked 7 times a day for 1-day responses), earlier than a deadline (the margin,
+the longest interval). nginx refreshes an hour ahead at most and HAProxy hourly; both hammer
+responders whose answers last a week.
 
 Responders are shared and CAs rate-limit clients that hammer them, so three more rules:
 
 - the responder's HTTP caching (RFC 5019 §6: ``Cache-Control: max-age``, ``Expires``) is the
   earliest time a newer response can exist: no refresh before it (unless the margin before
-  expiry says so), since the CA's CDN would only hand back the same bytes;
+  expiry or the longest interval says so), jitter included, since the CA's CDN would only
+  hand back the same bytes;
 - a response valid for long is still re-checked after ``max_interval``, cached or not (2 days
   by default: a revocation is seen within 2 days even when a CA signs responses for years,
   and a CA that regenerates 7-day responses every 3 days is asked about twice per
@@ -20,13 +25,14 @@ Responders are shared and CAs rate-limit clients that hammer them, so three more
   seconds (it did every 30 s before).
 
 After a failure (``unknown`` included), back off exponentially with jitter, 30 s doubling to
-1 h, and keep retrying while the held response is valid, so one responder blip never costs a
-staple. Near expiry the retries speed up (half the time left) but never come closer than
-``min_spacing`` (a minute) to each other; the last wake-up is the expiry itself, where the
-staple is removed.
+1 h but never under ``min_spacing`` (a minute), and keep retrying while the held response is
+valid, so one responder blip never costs a staple. Near expiry the retries speed up (half the
+time left) but never come closer than a minute to each other; the expiry itself wakes the
+Secret for the removal (``controller.lifecycle``), not for a request.
 
-Invariants, checked by property tests: a refresh is never in the past, never later than a held
-response's expiry, and never sooner than ``min_spacing`` unless the expiry is sooner.
+Invariants, checked by property tests: a retry is never in the past, never sooner than
+``min_spacing``, and before a held response's expiry whenever there is a minute left before
+it.
 """
 
 from __future__ import annotations
@@ -58,6 +64,11 @@ class RefreshPolicy:
     """Retries near expiry come no closer than this to each other."""
 
 
+_NEWER_EXPECTED = frozenset({"Midpoint", "SameResponse", "Late", "HttpCache"})
+"""Refresh points where a newer response is expected to exist from then on: jitter moves
+them later (earlier would find the same response again, and again, closer each time)."""
+
+
 @dataclass(frozen=True)
 class Decision:
     at: datetime.datetime
@@ -71,14 +82,13 @@ def _before_expiry(
     expires_at: datetime.datetime | None,
     policy: RefreshPolicy,
 ) -> tuple[datetime.datetime, bool]:
-    """Pull ``at`` inside (now, expires_at] when a held response is still valid."""
-    if expires_at is None or expires_at <= now:
-        return at, False
-    if at < expires_at:
+    """Pull ``at`` before expires_at when a held response is still valid."""
+    if expires_at is None or expires_at <= now or at < expires_at:
         return at, False
     # Half the time left, so retries come faster as expiry nears, but a minute apart at
-    # least; when less than that is left, the next wake-up is the expiry (the removal).
-    return min(max(now + (expires_at - now) / 2, now + policy.min_spacing), expires_at), True
+    # least. When less than that is left, the expiry itself wakes the Secret for the removal
+    # (``lifecycle.next_wake``), and the next attempt keeps its minute.
+    return max(now + (expires_at - now) / 2, now + policy.min_spacing), True
 
 
 def refresh_target(
@@ -108,12 +118,15 @@ def after_success(
     """
     target, reason = refresh_target(this_update=this_update, expires_at=expires_at, policy=policy)
     latest = expires_at - min(policy.margin, (expires_at - this_update) / 2)
-    if unchanged > 0 and target <= now + policy.min_wait:
-        # Past its refresh point, and the responder still hands back the same response:
-        # back off, but not past the margin before expiry (retries near expiry take over).
-        exponent = min(unchanged - 1, 30)
+    if target <= now + policy.min_wait:
+        # Past its refresh point, and this is the newest response the responder has (it
+        # handed back the same, or a new one already this old): back off, first to the
+        # margin before expiry, past it by halves of the time left (``_before_expiry``).
+        exponent = min(max(unchanged - 1, 0), 30)
         backoff = now + min(policy.same_base * (2**exponent), policy.same_cap)
-        target, reason = min(backoff, max(latest, now + policy.min_spacing)), "SameResponse"
+        if latest > now + policy.min_spacing:
+            backoff = min(backoff, latest)
+        target, reason = backoff, "SameResponse" if unchanged else "Late"
     if fresh_until is not None and fresh_until > target:
         # Caching only ever makes the wait longer, never shorter.
         target, reason = max(min(fresh_until, latest), target), "HttpCache"
@@ -121,8 +134,19 @@ def after_success(
         # Even a cached answer: a CA purges its CDN when it revokes (Let's Encrypt does).
         target, reason = now + policy.max_interval, "MaxInterval"
     wait = max(target - now, policy.min_wait)
-    wait -= wait * policy.jitter * rand()
-    at, bounded = _before_expiry(now + max(wait, datetime.timedelta(0)), now, expires_at, policy)
+    spread = wait * policy.jitter * rand()
+    if reason in _NEWER_EXPECTED:
+        # Asked early, a responder hands back the same response: spread later, within the
+        # margin before expiry and the longest interval.
+        ceiling = min(max(latest, now + policy.min_wait), now + policy.max_interval)
+        at = max(min(now + wait + spread, ceiling), now + wait)
+    else:
+        at = now + wait - spread  # a deadline (the margin, the longest interval): earlier
+    if fresh_until is not None:
+        # Never back into the time the responder said its answer stays current: there, a
+        # CDN hands back the same bytes.
+        at = max(at, min(fresh_until, latest, now + policy.max_interval))
+    at, bounded = _before_expiry(at, now, expires_at, policy)
     return Decision(at=at, reason="ExpiryBound" if bounded else reason)
 
 
@@ -140,7 +164,8 @@ def after_failure(
     """
     exponent = min(max(failures, 1) - 1, 30)
     ceiling = min(policy.backoff_base * (2**exponent), policy.backoff_cap)
-    # "Equal jitter": half fixed, half random, so a retry is never immediate.
-    wait = ceiling / 2 + (ceiling / 2) * rand()
+    # "Equal jitter": half fixed, half random, so a retry is never immediate; and never
+    # sooner than a minute, whatever the base (no sub-minute retries of one certificate).
+    wait = max(ceiling / 2 + (ceiling / 2) * rand(), policy.min_spacing)
     at, bounded = _before_expiry(now + wait, now, expires_at, policy)
     return Decision(at=at, reason="ExpiryBound" if bounded else "Backoff")
