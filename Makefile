@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export GOTOOLCHAIN := local
 
-.PHONY: run test bench docs venv system-tools binaries lint typecheck pytest format clean
+.PHONY: run test bench simulate docs venv system-tools binaries lint typecheck pytest format clean
 
 ## run: the whole product on a local control plane (built from source on first use) until Ctrl-C
 run: venv system-tools binaries
@@ -17,6 +17,10 @@ test: venv system-tools binaries lint typecheck pytest
 ## bench: the ingress against nginx, and the operator at 10,000 Secrets (writes bench/results.md)
 bench: venv system-tools binaries
 	PYTHONPATH=hack $(BIN)/python bench/run.py $(BENCH_ARGS)
+
+## simulate: a month of real CA behaviour against the real operator core (writes bench/simulation.md)
+simulate: venv
+	PYTHONPATH=hack $(BIN)/python -m simulation --out bench/simulation.md $(SIMULATE_ARGS)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

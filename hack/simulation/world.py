@@ -45,6 +45,7 @@ START = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
 cannot be set), and the verifier refuses a producedAt beyond the clock skew. A run signs for a
 minute of real time at most, well inside the 5-minute skew."""
 PER_NAMESPACE = 100
+"""Secrets per namespace (fewer when a scenario is played small: eight namespaces at least)."""
 
 
 @dataclass(frozen=True)
@@ -159,10 +160,11 @@ class World:
     async def populate(self) -> None:
         s = self.scenario
         key_b64 = base64.b64encode(self.ca.leaf_key_pem).decode()
+        per_namespace = max(1, min(PER_NAMESPACE, s.secrets // 8))
         for i in range(s.secrets):
-            namespace, name = f"tenant-{i // PER_NAMESPACE:03d}", f"site-{i:05d}"
+            namespace, name = f"tenant-{i // per_namespace:03d}", f"site-{i:05d}"
             key = f"{namespace}/{name}"
-            hanging = self.hanging is not None and i < PER_NAMESPACE
+            hanging = self.hanging is not None and i < per_namespace
             ca = self.hanging if hanging and self.hanging is not None else self.ca
             leaf = ca.issue(f"{name}.example", ca_issuers=s.ca_issuers)
             self.serials_of[key].append(leaf.serial_number)

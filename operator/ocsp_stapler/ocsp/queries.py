@@ -10,6 +10,7 @@ caching; it is available for responders that demand one.
 from __future__ import annotations
 
 import base64
+import functools
 import os
 from dataclasses import dataclass, field
 from typing import Literal
@@ -53,6 +54,21 @@ def public_key_bits(cert: x509.Certificate) -> bytes:
     return spki_key_bits(spki)
 
 
+@functools.lru_cache(maxsize=1024)
+def _issuer_parts(issuer: x509.Certificate) -> tuple[bytes, bytes]:
+    """The issuer's DER name and key bits: once per issuer (10,000 leaves share a few)."""
+    return issuer.subject.public_bytes(), public_key_bits(issuer)
+
+
+@functools.lru_cache(maxsize=1024)
+def _issuer_hashes(name_der: bytes, key_bits: bytes, hash_name: str) -> tuple[bytes, bytes]:
+    try:
+        algorithm = _HASHES[hash_name]
+    except KeyError:
+        raise ValueError(f"unsupported CertID hash {hash_name!r}") from None
+    return _digest(algorithm(), name_der), _digest(algorithm(), key_bits)
+
+
 @dataclass(frozen=True)
 class CertID:
     """What an OCSP response must echo back for it to be about our certificate.
@@ -74,20 +90,16 @@ class CertID:
         cls, issuer: x509.Certificate, serial_number: int, hash_name: str = "sha1"
     ) -> CertID:
         """RFC 6960 4.1.1: hashes of the issuer's DER name and of its public key's bits."""
-        return cls._of(
-            issuer.subject.public_bytes(), public_key_bits(issuer), serial_number, hash_name
-        )
+        name_der, key_bits = _issuer_parts(issuer)
+        return cls._of(name_der, key_bits, serial_number, hash_name)
 
     @classmethod
     def _of(cls, name_der: bytes, key_bits: bytes, serial_number: int, hash_name: str) -> CertID:
-        try:
-            algorithm = _HASHES[hash_name]
-        except KeyError:
-            raise ValueError(f"unsupported CertID hash {hash_name!r}") from None
+        name_hash, key_hash = _issuer_hashes(name_der, key_bits, hash_name)
         return cls(
             hash_algorithm=hash_name,
-            issuer_name_hash=_digest(algorithm(), name_der),
-            issuer_key_hash=_digest(algorithm(), key_bits),
+            issuer_name_hash=name_hash,
+            issuer_key_hash=key_hash,
             serial_number=serial_number,
             issuer_name_der=name_der,
             issuer_key_bits=key_bits,
