@@ -38,7 +38,8 @@ from ocsp_stapler.ocsp.errors import FetchFailed
 from ocsp_stapler.ocsp.transport import HttpRequest, HttpResponse
 
 Clock = Callable[[], datetime.datetime]
-Window = tuple[datetime.datetime, datetime.datetime]
+Window = tuple[datetime.timedelta, datetime.timedelta]
+"""From when to when, counted from the start of the run."""
 
 DAY = datetime.timedelta(days=1)
 HOUR = datetime.timedelta(hours=1)
@@ -219,7 +220,7 @@ class SimCA:
     # ------------------------------------------------------------------ the network side
 
     def _down(self, windows: tuple[Window, ...], now: datetime.datetime) -> bool:
-        return any(start <= now < end for start, end in windows)
+        return any(self.start + a <= now < self.start + b for a, b in windows)
 
     async def answer(self, request: HttpRequest) -> HttpResponse:
         now = self.clock()

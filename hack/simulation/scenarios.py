@@ -11,11 +11,11 @@ from __future__ import annotations
 import datetime
 
 from simulation.cas import DAY, HOUR, Behaviour
-from simulation.world import START, Scenario
+from simulation.world import Scenario
 
 
-def _days(a: float, b: float) -> tuple[datetime.datetime, datetime.datetime]:
-    return (START + a * DAY, START + b * DAY)
+def _days(a: float, b: float) -> tuple[datetime.timedelta, datetime.timedelta]:
+    return (a * DAY, b * DAY)
 
 
 SCENARIOS: tuple[Scenario, ...] = (

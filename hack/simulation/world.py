@@ -40,10 +40,15 @@ from simulation.cas import DAY, Behaviour, SimCA, SimNetwork
 from simulation.measures import History, Outcome, judge
 from simulation.memory import MemoryApi
 
-START = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
-"""Virtual time starts now: cryptography stamps producedAt with the real time of signing (it
-cannot be set), and the verifier refuses a producedAt beyond the clock skew. A run signs for a
-minute of real time at most, well inside the 5-minute skew."""
+
+def _now() -> datetime.datetime:
+    """Where a world's virtual time starts: now. cryptography stamps producedAt with the real
+    time of signing (it cannot be set) and the verifier refuses a producedAt beyond its clock
+    skew (5 min), so virtual time may start no earlier than the real time of the first
+    signature; it only runs ahead of real time afterwards."""
+    return datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+
+
 PER_NAMESPACE = 100
 """Secrets per namespace (fewer when a scenario is played small: eight namespaces at least)."""
 
@@ -90,16 +95,17 @@ class World:
     def __init__(self, scenario: Scenario) -> None:
         self.scenario = scenario
         self.loop = asyncio.get_running_loop()
+        self.start = _now()
         self.rand = random.Random(scenario.seed)  # noqa: S311 (the simulation's dice)
         self.api = MemoryApi(clock=lambda: self.now().strftime("%Y-%m-%dT%H:%M:%SZ"))
         self.network = SimNetwork()
         self.history = History()
         self.ca = self.network.add(
-            SimCA("main", clock=self.now, behaviour=scenario.behaviour, start=START)
+            SimCA("main", clock=self.now, behaviour=scenario.behaviour, start=self.start)
         )
         self.hanging = (
             self.network.add(
-                SimCA("hanging", clock=self.now, behaviour=Behaviour(hangs=True), start=START)
+                SimCA("hanging", clock=self.now, behaviour=Behaviour(hangs=True), start=self.start)
             )
             if scenario.hanging_namespace
             else None
@@ -120,7 +126,7 @@ class World:
         )
 
     def now(self) -> datetime.datetime:
-        return START + datetime.timedelta(seconds=self.loop.time())
+        return self.start + datetime.timedelta(seconds=self.loop.time())
 
     def _seen(self, plural: str, event: str, obj: dict[str, object]) -> None:
         if plural != "secrets":
@@ -174,7 +180,7 @@ class World:
             if s.staples_from_before is not None:
                 # Signed before the operator started: expiring during the first days.
                 age = s.staples_from_before * self.rand.random()
-                der = self.ca.sign(leaf.serial_number, this_update=START - age)
+                der = self.ca.sign(leaf.serial_number, this_update=self.start - age)
                 body["data"][STAPLE_KEY] = base64.b64encode(der).decode()  # type: ignore[index]
                 body["metadata"]["annotations"][STAPLE_CERT_SHA256] = hashlib.sha256(  # type: ignore[index]
                     leaf.public_bytes(serialization.Encoding.DER)
@@ -182,7 +188,7 @@ class World:
             if s.rotate_during_first_fetch:
                 self.to_rotate[leaf.serial_number] = key
             if s.revoke_fraction and self.rand.random() < s.revoke_fraction:
-                at = START + DAY * (2 + self.rand.random() * (s.days - 4))
+                at = self.start + DAY * (2 + self.rand.random() * (s.days - 4))
                 self.ca.revoke(leaf.serial_number, at)
             await self.api.create(resource_path(api_version="v1", plural="secrets",
                                                 namespace=namespace), body)  # fmt: skip
@@ -194,7 +200,7 @@ class World:
         await self.populate()
         delivery = asyncio.create_task(self._deliver())
         scheduler = asyncio.create_task(self.reconciler.scheduler.run())
-        end = START + datetime.timedelta(days=self.scenario.days)
+        end = self.start + datetime.timedelta(days=self.scenario.days)
         await asyncio.sleep((end - self.now()).total_seconds())
         for task in (delivery, scheduler):
             task.cancel()
@@ -204,7 +210,7 @@ class World:
         period = behaviour.regenerate_every
         period_of = (
             {
-                serial: (self.ca.generated_at(serial, START), period)
+                serial: (self.ca.generated_at(serial, self.start), period)
                 for serials in self.serials_of.values()
                 for serial in serials
             }
@@ -218,7 +224,7 @@ class World:
             revoked=dict(self.ca.revoked),
             period_of=period_of,
             healthy=self.healthy,
-            start=START,
+            start=self.start,
             end=end,
         )
         return replace(outcome, wall_seconds=time.perf_counter() - wall)

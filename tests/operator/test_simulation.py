@@ -18,7 +18,7 @@ from simulation.cas import DAY
 from simulation.measures import Outcome, Staples
 from simulation.report import broken_promises
 from simulation.scenarios import BY_NAME, SCENARIOS
-from simulation.world import START, Scenario, World, simulate
+from simulation.world import Scenario, World, simulate
 
 SMALL = 24
 
@@ -49,7 +49,7 @@ def test_a_caissuers_outage_never_keeps_an_expired_staple() -> None:
     Secret was never judged again); they go at the nextUpdate they claim."""
     world, outcome = _played("caissuers-outage")
     staples = Staples()
-    outage_end = START + 2 * DAY
+    outage_end = world.start + 2 * DAY
     removed_in_outage = 0
     for segments in world.history.segments.values():
         for before, after in itertools.pairwise(segments):
@@ -81,7 +81,7 @@ def test_an_eight_day_outage_removes_staples_at_expiry_and_restores_them() -> No
     assert outcome.expired_staple_seconds == 0
     down = [
         s for segs in world.history.segments.values() for s in segs
-        if s.staple is None and START + 10 * DAY < s.start < START + 18 * DAY
+        if s.staple is None and world.start + 10 * DAY < s.start < world.start + 18 * DAY
     ]  # fmt: skip
     assert len(down) == SMALL  # every staple expired during the outage, and was removed
     assert outcome.unstapled_at_end == 0
