@@ -107,6 +107,8 @@ class Outcome:
     closest_requests_seconds: float | None
     """The shortest time between two requests about one certificate."""
     expired_staple_seconds: float
+    expired_writes: int
+    """Staples written already expired (zero-length in time, still a broken promise)."""
     wrong_certificate_seconds: float
     revocations: int
     revocation_latency_median: float | None
@@ -128,6 +130,8 @@ def _each_segment(
 
 @dataclass
 class _SecretTally:
+    expired_writes: int = 0
+    """Staples that were already expired when they were written (even if removed at once)."""
     expired: float = 0.0
     wrong: float = 0.0
     first: datetime.datetime | None = None
@@ -142,6 +146,8 @@ def _tally(segments: list[Segment], staples: Staples, end: datetime.datetime) ->
             continue
         parsed = staples(segment.staple)
         tally.first = tally.first or segment.start
+        if segment.start >= parsed.next_update:
+            tally.expired_writes += 1
         tally.expired += max(0.0, (until - max(segment.start, parsed.next_update)).total_seconds())
         if parsed.serial != segment.serial:
             tally.wrong += (until - segment.start).total_seconds()
@@ -188,12 +194,14 @@ def judge(
     staples = Staples()
     days = (end - start).total_seconds() / 86400
     expired = wrong = 0.0
+    expired_writes = 0
     latencies: list[float] = []
     unseen = unstapled = 0
     first_delays: list[float] = []
     for key, segments in history.segments.items():
         tally = _tally(segments, staples, end)
         expired += tally.expired
+        expired_writes += tally.expired_writes
         wrong += tally.wrong
         unstapled += segments[-1].staple is None
         if key in healthy:  # never stapled counts as the whole run
@@ -207,9 +215,8 @@ def judge(
                 unseen += 1
             else:
                 latencies.append((tally.revoked_seen - at).total_seconds())
-    per_cert = [
-        sum(len(requests.get(s, [])) for s in serials) / days for serials in serials_of.values()
-    ]
+    serials = {s for held in serials_of.values() for s in held}
+    per_cert = [len(requests.get(s, [])) / days for s in serials]
     closest, most_in_period = _request_spacing(requests, period_of)
     writes = [history.writes.get(key, 0) / days for key in history.segments]
     return Outcome(
@@ -219,6 +226,7 @@ def judge(
         max_requests_per_update_period=most_in_period,
         closest_requests_seconds=closest,
         expired_staple_seconds=expired,
+        expired_writes=expired_writes,
         wrong_certificate_seconds=wrong,
         revocations=len(latencies) + unseen,
         revocation_latency_median=statistics.median(latencies) if latencies else None,

@@ -35,6 +35,13 @@ SCENARIOS: tuple[Scenario, ...] = (
         behaviour=Behaviour(outages=(_days(10, 11),)),
     ),
     Scenario(
+        name="shared-outage",
+        story="half the Secrets hold copies of others' certificates; the responder is down 3 h",
+        behaviour=Behaviour(outages=((10 * DAY, 10 * DAY + 3 * HOUR),)),
+        shared_fraction=0.5,
+        revoke_fraction=0.05,
+    ),
+    Scenario(
         name="outage-8d",
         story="the responder is down for 8 days (days 10-18): staples expire",
         behaviour=Behaviour(outages=(_days(10, 18),)),

@@ -70,6 +70,9 @@ class Scenario:
     """cert-manager replaces each certificate while the first fetch for it is in flight."""
     hanging_namespace: bool = False
     """One namespace's certificates name a responder that never answers."""
+    shared_fraction: float = 0.0
+    """Secrets holding a copy of another Secret's certificate (a wildcard copied into many
+    namespaces): they share fetches, failures and refresh times."""
     settings: OperatorSettings = field(default_factory=OperatorSettings)
     seed: int = 1
 
@@ -123,6 +126,7 @@ class World:
             metrics=Metrics(),
             events=EventRecorder(self.api, self.now),
             rand=self.rand.random,
+            monotonic=self.loop.time,  # attempt deadlines in virtual time too
         )
 
     def now(self) -> datetime.datetime:
@@ -167,12 +171,18 @@ class World:
         s = self.scenario
         key_b64 = base64.b64encode(self.ca.leaf_key_pem).decode()
         per_namespace = max(1, min(PER_NAMESPACE, s.secrets // 8))
+        originals: list[x509.Certificate] = []
         for i in range(s.secrets):
             namespace, name = f"tenant-{i // per_namespace:03d}", f"site-{i:05d}"
             key = f"{namespace}/{name}"
             hanging = self.hanging is not None and i < per_namespace
             ca = self.hanging if hanging and self.hanging is not None else self.ca
-            leaf = ca.issue(f"{name}.example", ca_issuers=s.ca_issuers)
+            if originals and not hanging and self.rand.random() < s.shared_fraction:
+                leaf = self.rand.choice(originals)  # a copy of another Secret's certificate
+            else:
+                leaf = ca.issue(f"{name}.example", ca_issuers=s.ca_issuers)
+                if not hanging:
+                    originals.append(leaf)
             self.serials_of[key].append(leaf.serial_number)
             if not hanging:
                 self.healthy.add(key)
@@ -187,7 +197,11 @@ class World:
                 ).hexdigest()
             if s.rotate_during_first_fetch:
                 self.to_rotate[leaf.serial_number] = key
-            if s.revoke_fraction and self.rand.random() < s.revoke_fraction:
+            if (
+                s.revoke_fraction
+                and self.rand.random() < s.revoke_fraction
+                and (leaf.serial_number not in self.ca.revoked)
+            ):
                 at = self.start + DAY * (2 + self.rand.random() * (s.days - 4))
                 self.ca.revoke(leaf.serial_number, at)
             await self.api.create(resource_path(api_version="v1", plural="secrets",

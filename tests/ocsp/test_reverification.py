@@ -44,3 +44,28 @@ def test_other_bytes_are_verified_in_full_and_never_go_backwards() -> None:
     with pytest.raises(CertIDMismatch):
         verify_response(newer, cert_id=CertID.of(other, ca.certificate), issuer=ca.certificate,
                         now=T0, held=held)  # fmt: skip
+
+
+def test_a_good_answer_as_new_as_a_held_revoked_one_is_refused() -> None:
+    """A CA that rounds thisUpdate signs both within one second: a revocation never goes."""
+    ca = _ca()
+    leaf = ca.issue("reverify.example")
+    cert_id = CertID.of(leaf, ca.certificate)
+    revoked = ca.sign(leaf.serial_number, this_update=T0, revoked_at=T0)
+    good = ca.sign(leaf.serial_number, this_update=T0)
+    held = verify_response(revoked, cert_id=cert_id, issuer=ca.certificate, now=T0)
+    with pytest.raises(Stale):
+        verify_response(good, cert_id=cert_id, issuer=ca.certificate, now=T0, held=held)
+
+
+def test_the_same_bytes_for_another_issuer_are_verified_in_full() -> None:
+    """The re-check shortcut is bound to the CertID it was verified for, issuer included."""
+    first, second = _ca(), SimCA("other", clock=lambda: T0, behaviour=Behaviour(), start=T0)
+    leaf = first.issue("reverify.example")
+    der = first.sign(leaf.serial_number, this_update=T0)
+    held = verify_response(
+        der, cert_id=CertID.of(leaf, first.certificate), issuer=first.certificate, now=T0
+    )
+    other = CertID.for_serial(second.certificate, leaf.serial_number)
+    with pytest.raises(CertIDMismatch):
+        verify_response(der, cert_id=other, issuer=second.certificate, now=T0, held=held)

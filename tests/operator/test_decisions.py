@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from simulation.cas import Behaviour, SimCA
 
 from ocsp_stapler.controller.lifecycle import (
+    Discard,
     Facts,
     Fetch,
     Found,
@@ -69,7 +70,7 @@ def fetched(status: CertStatus = CertStatus.GOOD) -> Fetched:
 def facts(**kw: object) -> Facts:
     base: dict[str, object] = {
         "now": T0, "preparation": prepared(), "found": None, "judged": False, "held": None,
-        "rejection": None, "answer": None, "refresh_at": T0 + H, "halted": False,
+        "rejection": None, "answer": None, "refresh_at": T0 + H,
         "revoked_action": "staple",
     }  # fmt: skip
     base.update(kw)
@@ -126,12 +127,14 @@ def test_a_found_staple_is_judged_then_kept_or_removed() -> None:
     assert decide(kept) == Wait(T0 + H)  # the refresh comes before the expiry
 
 
-def test_a_held_staple_goes_at_its_expiry_even_with_a_problem_that_stops_refreshes() -> None:
+def test_a_held_staple_goes_at_its_expiry_even_while_refreshes_fail() -> None:
     found = Found(cert_sha256=SHA)
     held = staple(expires=2 * H)
-    halted = facts(found=found, judged=True, held=held, halted=True, refresh_at=None)
-    assert decide(halted) == Wait(T0 + 2 * H)
-    action = decide(facts(now=T0 + 2 * H, found=found, judged=True, held=held, halted=True))
+    failing = facts(found=found, judged=True, held=held, refresh_at=T0 + 3 * H)
+    assert decide(failing) == Wait(T0 + 2 * H)
+    action = decide(
+        facts(now=T0 + 2 * H, found=found, judged=True, held=held, refresh_at=T0 + 3 * H)
+    )
     assert isinstance(action, Remove)
     assert action.reason == "StapleExpired"
 
@@ -144,10 +147,15 @@ def test_a_fetched_answer_is_written_withdrawn_or_refused() -> None:
     assert decide(facts(answer=unknown)) == Refuse(unknown)
 
 
-def test_a_due_refresh_is_a_fetch_unless_fetching_was_halted() -> None:
+def test_a_due_refresh_is_a_fetch() -> None:
     assert decide(facts(refresh_at=None)) == Fetch(prepared())
     assert decide(facts(refresh_at=T0)) == Fetch(prepared())
-    assert decide(facts(refresh_at=None, halted=True)) == Wait(None)
+
+
+def test_an_answer_that_expired_before_it_could_be_written_is_discarded() -> None:
+    """The API server refused writes for longer than the answer lived: never write it."""
+    late = facts(now=T0 + 49 * H, answer=fetched(), refresh_at=None)
+    assert decide(late) == Discard(fetched())
 
 
 # ---------------------------------------------------------------------------- properties
@@ -199,7 +207,6 @@ def any_facts(draw: st.DrawFn) -> Facts:
         rejection=rejection,
         answer=draw(st.one_of(st.none(), st.sampled_from(list(CertStatus)).map(fetched))),
         refresh_at=draw(maybe_offsets),
-        halted=draw(st.booleans()),
         revoked_action=draw(st.sampled_from(["staple", "remove"])),
     )
 
@@ -237,6 +244,7 @@ def test_an_expired_staple_is_never_kept_waiting(f: Facts) -> None:
 def test_unknown_is_never_written_and_revoked_is_withdrawn_only_when_configured(f: Facts) -> None:
     action = decide(f)
     if isinstance(action, Write):
+        assert action.answer.staple.valid_at(f.now)  # never an expired staple
         assert action.answer.staple.status is not CertStatus.UNKNOWN
         assert not (
             action.answer.staple.status is CertStatus.REVOKED and f.revoked_action == "remove"

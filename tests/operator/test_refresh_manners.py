@@ -64,16 +64,18 @@ async def test_the_same_response_is_not_fetched_again_within_minutes(
         first = await wait_for(lambda: staple_of(api, namespace, "cdn"))
         assert len(scripted.requests) == 1
 
-        await op.advance(minutes=121)  # past the refresh point: asked, the same comes back
+        # Past the refresh point (2 h, spread later by up to 10 % of the wait): asked, the
+        # same comes back.
+        await op.advance(minutes=133)
         assert len(scripted.requests) == 2
         for _ in range(8):  # it used to ask again every 30 s from here on
             await op.advance(minutes=1)
         assert len(scripted.requests) == 2
-        await op.advance(minutes=3)  # 10 minutes after: once more, then 20 minutes
+        await op.advance(minutes=4)  # 10-11 minutes after: once more, then 20-22 minutes
         assert len(scripted.requests) == 3
         await op.advance(minutes=15)
         assert len(scripted.requests) == 3
-        await op.advance(minutes=6)
+        await op.advance(minutes=8)
         assert len(scripted.requests) == 4
         assert await staple_of(api, namespace, "cdn") == first  # kept, valid, untouched
 
@@ -92,9 +94,9 @@ async def test_http_caching_is_the_earliest_refresh(
         leaf = pki.leaf(ocsp_urls=[scripted.url])
         await create_secret(api, namespace, "cdn", pki, leaf, annotations=ENABLED)
         await wait_for(lambda: staple_of(api, namespace, "cdn"))
-        await op.advance(minutes=125)  # past the midpoint, but the CDN said 2.5 h
+        await op.advance(minutes=149)  # past the midpoint, but the CDN said 2.5 h
         assert len(scripted.requests) == 1
-        await op.advance(minutes=26)
+        await op.advance(minutes=17)  # then spread later by up to 10 % of the wait (15 min)
         assert len(scripted.requests) == 2
 
 

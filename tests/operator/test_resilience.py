@@ -110,7 +110,7 @@ async def test_a_restart_fetches_what_is_due(
     await first.shutdown()
     before = responder.request_count()
     later = FakeClock()
-    later.advance(datetime.timedelta(hours=13))  # the 24 h staple is past its midpoint
+    later.advance(datetime.timedelta(hours=14))  # past its midpoint (and the jitter after it)
     second = await start_operator(clock=later)
     await wait_for(
         lambda: asyncio.sleep(0, responder.request_count() == before + 1), what="a refresh"
@@ -209,7 +209,7 @@ async def test_unknown_is_not_stapled_and_the_good_staple_is_kept(
     op = await start_operator(clock=clock)
     leaf, good = await stapled_secret(api, namespace, "unk", pki, responder.url)
     pki.forget(leaf)  # the responder now answers "unknown"
-    await op.advance(hours=13)
+    await op.advance(hours=14)
     assert await staple_of(api, namespace, "unk") == good
     assert "CertificateUnknown" in await event_reasons(api, namespace, "unk")
     record = next(iter(op.reconciler.records.values()))
@@ -316,7 +316,7 @@ async def test_one_certificate_in_many_secrets_is_fetched_once(
     assert len(set(staples)) == 1
     await op.settle()
     assert responder.request_count() == before + 1
-    await op.advance(hours=13)
+    await op.advance(hours=14)
     assert responder.request_count() == before + 2  # one refresh for all five
 
 
@@ -331,7 +331,7 @@ async def test_revoked_action_remove(
     op = await start_operator(clock=clock, revoked_action="remove")
     leaf, _ = await stapled_secret(api, namespace, "rr", pki, responder.url)
     pki.set_status(leaf, "R")
-    await op.advance(hours=13)
+    await op.advance(hours=14)
     assert await staple_of(api, namespace, "rr") is None
     reasons = await event_reasons(api, namespace, "rr")
     assert "CertificateRevoked" in reasons

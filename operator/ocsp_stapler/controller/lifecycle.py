@@ -19,9 +19,9 @@ The rules, first match wins (cert-manager's policy chains are the model):
    nextUpdate it claims, so a caIssuers outage never keeps an expired staple (bug 1);
 7. a fetched answer is applied: ``good`` and ``revoked`` are stapled, ``revoked`` is withdrawn
    with ``revokedAction: remove``, ``unknown`` is refused (the previous good staple stays
-   until it expires);
-8. a prepared certificate is fetched when its refresh is due (unless a fetch failed in a way
-   no retry can fix: then only the expiry of what is held is waited for);
+   until it expires); one that expired before it could be written (the API server refused
+   writes for a while) is discarded, and fetched again;
+8. a prepared certificate is fetched when its refresh is due;
 9. otherwise wait until the next of: refresh, preparation retry, expiry of what is held.
 """
 
@@ -74,9 +74,6 @@ class Facts:
     """A verified answer fetched and not yet applied to the Secret."""
     refresh_at: datetime.datetime | None
     """When the next fetch is due; None: due now."""
-    halted: bool
-    """A fetch failed in a way retries cannot fix (a refused responder): no more fetches
-    until the Secret changes."""
     revoked_action: RevokedAction
     last_error: str | None = None
 
@@ -127,12 +124,19 @@ class Refuse:
 
 
 @dataclass(frozen=True)
+class Discard:
+    """The answer expired before it could be written: drop it, and fetch again."""
+
+    answer: Fetched
+
+
+@dataclass(frozen=True)
 class Wait:
     until: datetime.datetime | None
     """None: nothing to do until the Secret changes."""
 
 
-Action = Prepare | Judge | Remove | Fetch | Write | Withdraw | Refuse | Wait
+Action = Prepare | Judge | Remove | Fetch | Write | Withdraw | Refuse | Discard | Wait
 
 
 def unwanted(staple: Staple, revoked_action: RevokedAction) -> bool:
@@ -188,8 +192,12 @@ def _about_found(facts: Facts, found: Found) -> Action | None:
     return None
 
 
-def _about_answer(answer: Fetched, prepared: Prepared, revoked_action: RevokedAction) -> Action:
+def _about_answer(
+    answer: Fetched, prepared: Prepared, revoked_action: RevokedAction, now: datetime.datetime
+) -> Action:
     """Rule 7."""
+    if not answer.staple.valid_at(now):
+        return Discard(answer)
     if answer.staple.status is CertStatus.UNKNOWN:
         return Refuse(answer)
     if unwanted(answer.staple, revoked_action):
@@ -209,8 +217,8 @@ def decide(facts: Facts) -> Action:
     if not isinstance(prep, Prepared):
         return Wait(next_wake(facts))
     if facts.answer is not None:
-        return _about_answer(facts.answer, prep, facts.revoked_action)
-    if not facts.halted and (facts.refresh_at is None or facts.now >= facts.refresh_at):
+        return _about_answer(facts.answer, prep, facts.revoked_action, facts.now)
+    if facts.refresh_at is None or facts.now >= facts.refresh_at:
         return Fetch(prep)
     return Wait(next_wake(facts))
 
@@ -222,7 +230,7 @@ def next_wake(facts: Facts) -> datetime.datetime | None:
     """
     prep = facts.preparation
     times: list[datetime.datetime] = []
-    if isinstance(prep, Prepared) and not facts.halted and facts.refresh_at is not None:
+    if isinstance(prep, Prepared) and facts.refresh_at is not None:
         times.append(facts.refresh_at)
     if isinstance(prep, Unprepared) and not prep.permanent and prep.retry_at is not None:
         times.append(prep.retry_at)

@@ -45,6 +45,7 @@ from ocsp_stapler.controller.bodies import (
 from ocsp_stapler.controller.eventing import EventRecorder, EventType
 from ocsp_stapler.controller.lifecycle import (
     Action,
+    Discard,
     Facts,
     Fetch,
     Found,
@@ -72,7 +73,7 @@ from ocsp_stapler.ocsp.queries import CertID
 from ocsp_stapler.ocsp.responses import CertStatus, Staple, claimed_expiry, verify_response
 from ocsp_stapler.ocsp.schedules import after_failure, after_success, refresh_target
 from ocsp_stapler.ocsp.sharing import SingleFlight
-from ocsp_stapler.ocsp.stapling import Attempt, Fetched, obtain_staple
+from ocsp_stapler.ocsp.stapling import Attempt, Fetched, obtain_staple, responder_urls
 from ocsp_stapler.ocsp.transport import Fetch as FetchBytes
 
 logger = logging.getLogger(__name__)
@@ -116,6 +117,19 @@ class SharedAnswer:
     """The fetch last counted here (the same fetch seen by many Secrets counts once)."""
 
 
+@dataclass(frozen=True)
+class KeyFailure:
+    error: errors.OCSPError
+    failures: int
+    retry_at: datetime.datetime
+
+
+@dataclass(frozen=True)
+class Adopted(Fetched):
+    """An answer no request was made for: verified in another Secret holding the same
+    certificate (``_fetch_shared``); it is not counted as a fetch."""
+
+
 class Reconciler:
     def __init__(
         self,
@@ -127,8 +141,11 @@ class Reconciler:
         metrics: Metrics,
         events: EventRecorder,
         rand: Callable[[], float] = random.random,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.api = api
+        self.monotonic = monotonic
+        """The clock of attempt deadlines (the simulation's is virtual)."""
         self.fetch = fetch
         self.settings = settings
         self.clock = clock
@@ -147,6 +164,9 @@ class Reconciler:
         self.flight: SingleFlight[CertKey, Fetched] = SingleFlight()
         self.cache: dict[CertKey, SharedAnswer] = {}
         self.holders: dict[CertKey, set[SecretRef]] = {}
+        self.key_failures: dict[CertKey, KeyFailure] = {}
+        """The last failed fetch per certificate, until its retry time: Secrets holding the
+        same certificate that come due before it share the failure instead of asking."""
         self.crd_available = True
         self.issuers = Issuers()
 
@@ -185,8 +205,16 @@ class Reconciler:
             record.view.staple_cert_sha256,
         ):
             # Someone else changed the staple (or a stale event): judge what is there now.
+            held = record.held
             record.view = view
             record.judged, record.held, record.rejection = False, None, None
+            if view.staple_b64 is None and held is not None and held.valid_at(self.clock()):
+                # Removed (a kubectl replace, a secret sync): write it back now, from what
+                # was fetched (no request while it is fresh), a minute after our last write
+                # at the soonest, so that we never race another writer.
+                last = record.last_write
+                soonest = last + self.policy.min_spacing if last is not None else None
+                record.refresh_at = soonest if soonest and soonest > self.clock() else None
             self.scheduler.run_now(ref)
         else:
             record.view = view
@@ -231,7 +259,7 @@ class Reconciler:
         record = self.records.get(ref)
         if record is None:
             return
-        attempt = self.settings.attempt()  # one deadline for everything this run asks
+        attempt = Attempt(timeout=self.settings.attempt_timeout_seconds, clock=self.monotonic)
         for _ in range(MAX_STEPS):
             if not self._current(record):
                 return
@@ -256,7 +284,6 @@ class Reconciler:
             rejection=record.rejection,
             answer=record.answer,
             refresh_at=record.refresh_at,
-            halted=record.halted is not None,
             revoked_action=self.settings.revoked_action,
             last_error=record.last_error,
         )
@@ -307,6 +334,8 @@ class Reconciler:
                 ):
                     return False
                 await self._answered(record, prep, answer, held=None)
+            case Discard():
+                record.answer, record.refresh_at = None, None
             case Refuse(answer=answer):
                 record.answer = None
                 problem = errors.CertificateUnknown(
@@ -325,7 +354,7 @@ class Reconciler:
             if not prep.permanent:
                 prep = dataclasses.replace(prep, retry_at=retry_at)
         else:
-            record.failures, record.last_error = 0, None
+            record.failures, record.last_error, record.last_reason = 0, None, None
             self.holders.setdefault(prep.cert_key, set()).add(record.ref)
         record.preparation = prep
 
@@ -360,8 +389,10 @@ class Reconciler:
         target, _ = refresh_target(
             this_update=staple.this_update, expires_at=staple.expires_at, policy=self.policy
         )
-        # Found already past its refresh point (e.g. after a long outage): due now.
-        record.refresh_at = None if target <= self.clock() else cached.refresh_at
+        # Found already past its refresh point (e.g. after a long outage), or another Secret
+        # holds a newer answer for the certificate (taken without a request): due now.
+        behind = tells_more(cached.staple, staple)
+        record.refresh_at = None if target <= self.clock() or behind else cached.refresh_at
 
     def _cache_and_schedule(
         self, key: CertKey, staple: Staple, fetched: Fetched | None
@@ -378,7 +409,7 @@ class Reconciler:
                 return current  # a copy found in a Secret adds nothing
             # Fetched, and nothing newer: keep the newest (never go backwards) and back off.
             unchanged = current.unchanged + 1
-            if current.staple.this_update != staple.this_update:
+            if tells_more(current.staple, staple):  # older, or good as new as a revoked one
                 staple, fetched = current.staple, current.fetched
         fresh_until = fetched.fresh_until if fetched is not None else None
         decision = after_success(
@@ -398,24 +429,52 @@ class Reconciler:
             source=fetched,
         )
         self.cache[key] = entry
+        if current is not None and tells_more(staple, current.staple):
+            self._news_for_holders(key, staple)
         return entry
+
+    def _news_for_holders(self, key: CertKey, staple: Staple) -> None:
+        """A newer answer for a certificate (a revocation, above all) reaches every Secret
+        holding it now, not at each one's own refresh time; no request is made for it."""
+        for ref in self.holders.get(key, ()):
+            record = self.records.get(ref)
+            held = record.held if record is not None else None
+            if record is not None and held is not None and tells_more(staple, held):
+                record.refresh_at = None
+                self.scheduler.run_now(ref)
+
+    def _bound(self, record: SecretRecord, key: CertKey) -> Staple | None:
+        """The answer a new one must not tell less than: the newest verified for this Secret
+        or for any Secret holding the certificate (never go backwards, not even after the held
+        staple expired, nor because a sibling started the fetch)."""
+        known = [s for s in (record.held, record.newest) if s is not None]
+        cached = self.cache.get(key)
+        if cached is not None:
+            known.append(cached.staple)
+        best: Staple | None = None
+        for staple in known:
+            if best is None or tells_more(staple, best):
+                best = staple
+        return best
 
     async def _fetch_shared(
         self, record: SecretRecord, prep: Prepared, attempt: Attempt
     ) -> Fetched:
         key, now = prep.cert_key, self.clock()
         cached = self.cache.get(key)
-        if (
-            cached is not None
-            and cached.fetched is not None
-            and cached.refresh_at > now
-            and cached.staple.valid_at(now)
-            and (record.held is None or cached.staple.this_update >= record.held.this_update)
-        ):
-            return cached.fetched  # a sibling Secret fetched it: no request
-        # Never go backwards, not even after the held staple expired: the newest response ever
-        # verified for this Secret bounds what is accepted next (a replay after an outage).
-        held = record.held or record.newest
+        mine = record.held or record.newest
+        if cached is not None and cached.staple.valid_at(now):
+            behind = mine is not None and tells_more(mine, cached.staple)
+            if cached.fetched is not None and cached.refresh_at > now and not behind:
+                return cached.fetched  # a sibling Secret fetched it: no request
+            if cached.fetched is None and (mine is None or tells_more(cached.staple, mine)):
+                # Verified in another Secret's staple (after a restart): a revocation seen
+                # there reaches every Secret holding the certificate, without a request.
+                return self._adopted(prep, cached.staple)
+        failure = self.key_failures.get(key)
+        if failure is not None and now < failure.retry_at:
+            raise failure.error.with_traceback(None)  # a sibling's attempt failed just now
+        bound = self._bound(record, key)
 
         async def fetch_once() -> Fetched:
             start = time.monotonic()
@@ -425,33 +484,77 @@ class Reconciler:
                     fetch=self.fetch,
                     clock=self.clock,
                     config=self.stapling,
-                    held=held,
+                    held=bound,
                     override_url=prep.override_url,
                     attempt=attempt,
                 )
             except errors.OCSPError as exc:
                 self.metrics.fetches.labels(result=exc.reason).inc()
+                self._key_failed(key, exc, bound)
                 raise
             finally:
                 self.metrics.fetch_duration.observe(time.monotonic() - start)
+            self.key_failures.pop(key, None)
             self.metrics.fetches.labels(result=fetched.staple.status.value).inc()
-            if fetched.staple.status is not CertStatus.UNKNOWN:
+            if fetched.staple.status is not CertStatus.UNKNOWN and key in self.holders:
                 # Before the flight lands, so Secrets that come due just after reuse it.
                 self._cache_and_schedule(key, fetched.staple, fetched)
             return fetched
 
         return await self.flight.run(key, fetch_once)
 
+    def _newer_shared(self, prep: Prepared, staple: Staple, mine: Staple | None) -> Fetched | None:
+        """The shared answer, when it tells more than ``staple`` and than ``mine``."""
+        cached = self.cache.get(prep.cert_key)
+        if cached is None or not cached.staple.valid_at(self.clock()):
+            return None
+        if not tells_more(cached.staple, staple) or (
+            mine is not None and not tells_more(cached.staple, mine)
+        ):
+            return None
+        return cached.fetched or self._adopted(prep, cached.staple)
+
+    def _adopted(self, prep: Prepared, staple: Staple) -> Adopted:
+        urls = responder_urls(prep.leaf, prep.override_url)
+        return Adopted(staple=staple, responder_url=urls[0] if urls else "", issuer=prep.issuer)
+
+    def _key_failed(self, key: CertKey, exc: errors.OCSPError, bound: Staple | None) -> None:
+        previous = self.key_failures.get(key)
+        failures = previous.failures + 1 if previous is not None else 1
+        decision = after_failure(
+            failures=failures,
+            now=self.clock(),
+            expires_at=bound.expires_at if bound is not None else None,
+            policy=self.policy,
+            rand=self.rand,
+        )
+        self.key_failures[key] = KeyFailure(error=exc, failures=failures, retry_at=decision.at)
+
     async def _refresh(self, record: SecretRecord, prep: Prepared, attempt: Attempt) -> None:
         record.last_attempt = self.clock()
         try:
             fetched = await self._fetch_shared(record, prep, attempt)
         except errors.OCSPError as exc:
-            if not exc.retryable:
-                record.halted = exc
-            record.refresh_at = await self._failed(record, exc)
+            retry_at = await self._failed(record, exc)
+            # A refusal no retry can fix soon (a responder the destination rules refuse) is
+            # still asked again after the longest interval: DNS answers and rules change.
+            record.refresh_at = retry_at or self.clock() + self.policy.max_interval
             return
         if not self._current(record):
+            return
+        mine = record.held or record.newest
+        newer = self._newer_shared(prep, fetched.staple, mine)
+        if newer is not None:
+            fetched = newer  # another Secret with this certificate learnt more meanwhile
+        elif mine is not None and tells_more(mine, fetched.staple):
+            # A fetch shared with another Secret that knew less: nothing newer for this one.
+            cached = self.cache.get(prep.cert_key)
+            later = cached.refresh_at if cached is not None else None
+            record.refresh_at = (
+                later
+                if later and later > self.clock()
+                else (self.clock() + self.policy.min_spacing)
+            )
             return
         record.newest = fetched.staple
         record.responder_url = fetched.responder_url
@@ -463,7 +566,12 @@ class Reconciler:
     ) -> None:
         """The fetched answer is applied (written, or withdrawn): success, and when next."""
         staple = fetched.staple
-        cached = self._cache_and_schedule(prep.cert_key, staple, fetched)
+        if isinstance(fetched, Adopted):
+            cached = self.cache.get(prep.cert_key) or self._cache_and_schedule(
+                prep.cert_key, staple, None
+            )
+        else:
+            cached = self._cache_and_schedule(prep.cert_key, staple, fetched)
         record.answer = None
         record.held = held
         if staple.status is CertStatus.REVOKED:
@@ -478,7 +586,7 @@ class Reconciler:
             )
         record.ever_stapled = record.ever_stapled or held is not None
         record.failures = 0
-        record.last_error = None
+        record.last_error = record.last_reason = None
         record.last_success = self.clock()
         record.refresh_at = cached.refresh_at
 
@@ -488,7 +596,7 @@ class Reconciler:
         """Count a failure, tell about it once, and return when to try again (None: never,
         until the Secret changes)."""
         record.failures += 1
-        record.last_error = str(exc)
+        record.last_error, record.last_reason = str(exc), exc.reason
         if not exc.retryable:
             await self._event(record, "Warning", exc.reason, exc.message)
             return None
@@ -526,22 +634,54 @@ class Reconciler:
 
     async def _patch(self, record: SecretRecord, patch: list[dict[str, Any]], action: str) -> bool:
         """Apply a guarded JSON patch and take the Secret as it is after it; False when the
-        Secret changed under us (a ``test`` failed) or is gone."""
+        Secret changed under us (a ``test`` failed), is gone, or the write was refused."""
+        path = self._secret_path(record.ref)
         try:
-            body = await self.api.patch(self._secret_path(record.ref), patch, patch_type="json")
-        except Invalid:
-            # tls.crt (or the staple) changed since we read it: the stale result is dropped.
-            # The watch event about the change starts the Secret over; should it be late,
-            # the Secret is looked at again in a minute.
-            logger.info("%s changed during the %s; starting over", record.ref, action)
-            self.scheduler.schedule(record.ref, self.clock() + CHANGED_RETRY)
+            body = await self.api.patch(path, patch, patch_type="json")
+        except Invalid as exc:
+            if await self._changed(record):
+                # tls.crt (or the staple) changed since we read it: the stale result is
+                # dropped. The watch event about the change starts the Secret over; should it
+                # be late, the Secret is looked at again in a minute.
+                logger.info("%s changed during the %s; starting over", record.ref, action)
+                self.scheduler.schedule(record.ref, self.clock() + CHANGED_RETRY)
+            else:
+                self._refused(record, action, exc)
             return False
         except NotFound:
             await self.forget(record.ref, deleted=True)
             return False
+        except (ApiError, OSError) as exc:
+            self._refused(record, action, exc)
+            return False
         self.metrics.writes.labels(action=action).inc()
         record.view = SecretView.of(body, self.settings.staple_key)
+        record.write_refusals = 0
         return True
+
+    async def _changed(self, record: SecretRecord) -> bool:
+        """Whether what our patches test (tls.crt, the staple) differs from ``record.view``."""
+        try:
+            body = await self.api.get(self._secret_path(record.ref))
+        except (ApiError, OSError):
+            return True  # gone or unreadable: the watch tells what happened
+        now = SecretView.of(body, self.settings.staple_key)
+        return (now.crt_b64, now.staple_b64) != (record.view.crt_b64, record.view.staple_b64)
+
+    def _refused(self, record: SecretRecord, action: str, exc: Exception) -> None:
+        """The API server refused a write for another reason than a changed Secret (an
+        admission policy, an immutable Secret, an outage): back off like a failed fetch."""
+        record.write_refusals += 1
+        if record.write_refusals == 1:
+            logger.warning("the %s of %s was refused: %s", action, record.ref, exc)
+        decision = after_failure(
+            failures=record.write_refusals,
+            now=self.clock(),
+            expires_at=None,
+            policy=self.policy,
+            rand=self.rand,
+        )
+        self.scheduler.schedule(record.ref, decision.at)
 
     async def _write(self, record: SecretRecord, prep: Prepared, staple: Staple) -> bool:
         b64 = base64.b64encode(staple.der).decode()
@@ -561,6 +701,7 @@ class Reconciler:
         )
         if not await self._patch(record, patch, "write"):
             return False
+        record.last_write = self.clock()
         record.judged, record.rejection = True, None  # what is there now is what we verified
         return True
 

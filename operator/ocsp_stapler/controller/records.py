@@ -37,15 +37,18 @@ class SecretRecord:
     """Why the staple found in the Secret has to go, when judging said so."""
     answer: Fetched | None = None
     """A verified answer fetched and not yet applied to the Secret."""
-    halted: OCSPError | None = None
-    """A fetch failure retries cannot fix (a refused responder): no more fetches until the
-    Secret changes; what is held stays until it expires."""
+    write_refusals: int = 0
+    """Writes in a row the API server refused for another reason than a changed Secret
+    (admission, an immutable Secret, an outage): they back off like failed fetches."""
+    last_write: datetime.datetime | None = None
     newest: Staple | None = None
     """The newest response ever verified for this Secret, held or not (never go backwards)."""
     refresh_at: datetime.datetime | None = None
     """None: due now."""
     failures: int = 0
     last_error: str | None = None
+    last_reason: str | None = None
+    """The reason of ``last_error`` (``FetchFailed``, ``DestinationRefused``, ...)."""
     last_attempt: datetime.datetime | None = None
     last_success: datetime.datetime | None = None
     last_status: CertStatus | None = None
@@ -80,9 +83,8 @@ class SecretRecord:
 
     @property
     def problem(self) -> OCSPError | None:
-        """A problem retries cannot fix (no responder, bad chain, refused responder): none
-        until the Secret changes. A transient one (a caIssuers outage) is ``last_error``."""
+        """A problem retries cannot fix (no responder, bad chain): none until the Secret
+        changes. A transient one (a caIssuers outage, a refused responder) is
+        ``last_error``, and retried."""
         prep = self.preparation
-        if isinstance(prep, Unprepared) and prep.permanent:
-            return prep.problem
-        return self.halted
+        return prep.problem if isinstance(prep, Unprepared) and prep.permanent else None

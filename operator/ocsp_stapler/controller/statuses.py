@@ -56,7 +56,7 @@ def _ready(record: SecretRecord) -> tuple[str, str, str]:
     if record.last_status is CertStatus.UNKNOWN:
         return "False", "Unknown", "the responder does not know the certificate"
     if record.last_error:
-        return "False", "FetchFailed", record.last_error
+        return "False", record.last_reason or "FetchFailed", record.last_error
     return "False", "Pending", "no staple yet"
 
 

@@ -127,6 +127,8 @@ class Staple:
     """The CRLReason's name (RFC 5280), when it is one of the defined codes."""
     revocation_reason_code: int | None = None
     """The raw CRLReason code, whatever it is (7 is unused, above 10 undefined)."""
+    issuer_key_hash: bytes = b""
+    """The issuer key hash of the CertID it was verified for (binds a re-check to it)."""
 
     def valid_at(self, now: datetime.datetime) -> bool:
         return self.expires_at > now
@@ -352,6 +354,35 @@ def _revocation(
     return when, (flag.value if flag is not None else None), code
 
 
+def _verified_before(der_bytes: bytes, cert_id: CertID, held: Staple) -> bool:
+    """The very bytes verified before for this CertID (a CDN hands back the same response
+    for days): signature and CertID cannot have changed, only time can. A delegated signer's
+    validity depends on the time too, so those are verified again in full."""
+    return (
+        held.signer is Signer.ISSUER
+        and der_bytes == held.der
+        and held.serial_number == cert_id.serial_number
+        and held.issuer_key_hash == cert_id.issuer_key_hash
+    )
+
+
+def _never_backwards(this_update: datetime.datetime, status: CertStatus, held: Staple) -> None:
+    if this_update < held.this_update:
+        raise Stale(
+            f"thisUpdate {this_update.isoformat()} is older than the held one's "
+            f"{held.this_update.isoformat()}"
+        )
+    if (
+        this_update == held.this_update
+        and held.status is CertStatus.REVOKED
+        and status is not CertStatus.REVOKED
+    ):
+        raise Stale(
+            f"a {status} answer as new as the held revoked one ({this_update.isoformat()}): "
+            "a revocation is never taken back"
+        )
+
+
 def verify_response(
     der_bytes: bytes,
     *,
@@ -367,15 +398,7 @@ def verify_response(
     lazily, so every field is read inside one guard that names a malformed part.
     """
     policy = policy or VerifyPolicy()
-    if (
-        held is not None
-        and held.signer is Signer.ISSUER
-        and der_bytes == held.der
-        and held.serial_number == cert_id.serial_number
-    ):
-        # The very bytes verified before (a CDN hands back the same response for days):
-        # signature and CertID cannot have changed, only time can. A delegated signer's
-        # validity depends on the time too, so those are verified again in full.
+    if held is not None and _verified_before(der_bytes, cert_id, held):
         if held.expires_at <= now:
             raise Expired(f"the response expired at {held.expires_at.isoformat()}")
         return held
@@ -414,11 +437,8 @@ def verify_response(
         expires_at = next_update
     if expires_at <= now:
         raise Expired(f"the response expired at {expires_at.isoformat()}")
-    if held is not None and this_update < held.this_update:
-        raise Stale(
-            f"thisUpdate {this_update.isoformat()} is older than the held one's "
-            f"{held.this_update.isoformat()}"
-        )
+    if held is not None:
+        _never_backwards(this_update, status, held)
     return Staple(
         der=der_bytes,
         status=status,
@@ -431,6 +451,7 @@ def verify_response(
         revocation_time=revocation_time,
         revocation_reason=revocation_reason,
         revocation_reason_code=reason_code,
+        issuer_key_hash=cert_id.issuer_key_hash,
     )
 
 

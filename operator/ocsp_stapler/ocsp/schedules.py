@@ -118,10 +118,10 @@ def after_success(
     """
     target, reason = refresh_target(this_update=this_update, expires_at=expires_at, policy=policy)
     latest = expires_at - min(policy.margin, (expires_at - this_update) / 2)
-    if target <= now + policy.min_wait:
-        # Past its refresh point, and this is the newest response the responder has (it
-        # handed back the same, or a new one already this old): back off, first to the
-        # margin before expiry, past it by halves of the time left (``_before_expiry``).
+    if target <= now + policy.min_spacing:
+        # Past its refresh point (or within a minute of it), and this is the newest response
+        # the responder has (it handed back the same, or a new one already this old): back
+        # off, first to the margin before expiry, past it by halves of the time left.
         exponent = min(max(unchanged - 1, 0), 30)
         backoff = now + min(policy.same_base * (2**exponent), policy.same_cap)
         if latest > now + policy.min_spacing:
