@@ -521,14 +521,8 @@ class Reconciler:
     def _key_failed(self, key: CertKey, exc: errors.OCSPError, bound: Staple | None) -> None:
         previous = self.key_failures.get(key)
         failures = previous.failures + 1 if previous is not None else 1
-        decision = after_failure(
-            failures=failures,
-            now=self.clock(),
-            expires_at=bound.expires_at if bound is not None else None,
-            policy=self.policy,
-            rand=self.rand,
-        )
-        self.key_failures[key] = KeyFailure(error=exc, failures=failures, retry_at=decision.at)
+        retry_at = self._retry_at(failures, bound)
+        self.key_failures[key] = KeyFailure(error=exc, failures=failures, retry_at=retry_at)
 
     async def _refresh(self, record: SecretRecord, prep: Prepared, attempt: Attempt) -> None:
         record.last_attempt = self.clock()
@@ -600,14 +594,7 @@ class Reconciler:
         if not exc.retryable:
             await self._event(record, "Warning", exc.reason, exc.message)
             return None
-        held_expiry = record.held.expires_at if record.held else None
-        decision = after_failure(
-            failures=record.failures,
-            now=self.clock(),
-            expires_at=held_expiry,
-            policy=self.policy,
-            rand=self.rand,
-        )
+        retry_at = self._retry_at(record.failures, record.held)
         if isinstance(exc, _VERIFICATION_ERRORS):
             await self._event(
                 record, "Warning", "VerificationFailed", f"{exc.reason}: {exc.message}"
@@ -623,7 +610,17 @@ class Reconciler:
                 "the held staple is kept until it expires",
             )
         logger.info("refresh of %s failed (%d in a row): %s", record.ref, record.failures, exc)
-        return decision.at
+        return retry_at
+
+    def _retry_at(self, failures: int, held: Staple | None) -> datetime.datetime:
+        """When to try again after ``failures`` in a row, before ``held`` expires."""
+        return after_failure(
+            failures=failures,
+            now=self.clock(),
+            expires_at=held.expires_at if held is not None else None,
+            policy=self.policy,
+            rand=self.rand,
+        ).at
 
     # ------------------------------------------------------------------------- writing
 
@@ -674,14 +671,7 @@ class Reconciler:
         record.write_refusals += 1
         if record.write_refusals == 1:
             logger.warning("the %s of %s was refused: %s", action, record.ref, exc)
-        decision = after_failure(
-            failures=record.write_refusals,
-            now=self.clock(),
-            expires_at=None,
-            policy=self.policy,
-            rand=self.rand,
-        )
-        self.scheduler.schedule(record.ref, decision.at)
+        self.scheduler.schedule(record.ref, self._retry_at(record.write_refusals, None))
 
     async def _write(self, record: SecretRecord, prep: Prepared, staple: Staple) -> bool:
         b64 = base64.b64encode(staple.der).decode()
