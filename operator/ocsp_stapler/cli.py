@@ -11,15 +11,18 @@ import asyncio
 import datetime
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
 from ocsp_stapler import __version__
 from ocsp_stapler.net.destinations import DestinationGuard
 from ocsp_stapler.net.fetching import FetchSettings, HttpFetcher
-from ocsp_stapler.ocsp.chains import Chain, assemble_chain, find_issuer, parse_pem_certificates
-from ocsp_stapler.ocsp.errors import IssuerNotFound, OCSPError
+from ocsp_stapler.ocsp.bundles import read_user_chain, staple_hint, validity_warning
+from ocsp_stapler.ocsp.chains import Chain
+from ocsp_stapler.ocsp.errors import IssuerNotFound, OCSPError, ResponseMalformed
 from ocsp_stapler.ocsp.queries import CertID
 from ocsp_stapler.ocsp.responses import VerifyPolicy, verify_response
 from ocsp_stapler.ocsp.schedules import RefreshPolicy
@@ -32,28 +35,53 @@ def _now() -> datetime.datetime:
 
 
 def _emit(report: Report, as_json: bool) -> None:
+    """The report on stdout (JSON, or text for a verdict); an error once, on stderr."""
     if as_json:
         click.echo(report.as_json())
-    else:
+    elif report.error is None:
         click.echo(report.as_text())
     if report.error is not None:
         click.echo(f"ocsp-stapler: {report.error}", err=True)
     sys.exit(report.exit_code)
 
 
+class UsageProblem(OCSPError):
+    """A command line click refused (a missing file, an unknown option, a bad value)."""
+
+    reason = "UsageError"
+
+
+class _JsonAwareGroup(click.Group):
+    """With ``--json`` anywhere on the line, even a usage error answers in JSON (exit 2)."""
+
+    def main(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, **kwargs: Any
+    ) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        if "--json" not in argv or kwargs.get("standalone_mode") is False:
+            return super().main(argv, **kwargs)
+        try:
+            return super().main(argv, **{**kwargs, "standalone_mode": False})
+        except click.ClickException as exc:
+            problem = UsageProblem(exc.format_message())
+            _emit(Report(staple=None, error=problem, responder_url=None, refresh=None), True)
+        except click.exceptions.Abort:
+            sys.exit(EXIT_FAILED)
+        return None
+
+
 def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
-        click.echo(f"ocsp-stapler: cannot read {path}: {exc.strerror}", err=True)
-        sys.exit(EXIT_FAILED)
+        raise UsageProblem(f"cannot read {path}: {exc.strerror}") from None
 
 
 def _failed(error: OCSPError, as_json: bool, url: str | None = None) -> None:
     _emit(Report(staple=None, error=error, responder_url=url, refresh=None), as_json)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_JsonAwareGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ocsp-stapler")
 def main() -> None:
     """Keep verified OCSP staples in Kubernetes TLS Secrets, and serve them."""
@@ -64,7 +92,7 @@ def main() -> None:
 @click.option(
     "--issuer",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Issuer certificate (PEM), when CHAIN does not carry it.",
+    help="Issuer certificate (PEM, DER or PKCS#7), when CHAIN does not carry it.",
 )
 @click.option("--url", help="Responder URL; overrides the certificate's AIA OCSP URLs.")
 @click.option(
@@ -100,7 +128,8 @@ def check(
     deny_cidr: tuple[str, ...],
     allow_cidr: tuple[str, ...],
 ) -> None:
-    """Fetch and verify an OCSP response for the leaf of CHAIN (PEM, leaf first)."""
+    """Fetch and verify an OCSP response for the leaf of CHAIN (PEM, DER or PKCS#7; a bundle
+    in any order: the leaf is found by the chain, and named)."""
     try:
         guard = DestinationGuard.from_lists(allow=allow_cidr, deny=deny_cidr)
     except ValueError as exc:
@@ -110,8 +139,13 @@ def check(
     )
     config = StaplingConfig(hash_name="sha256" if hash_name == "sha256" else "sha1", nonce=nonce)
     try:
-        parsed = assemble_chain(_read(chain), _read(issuer) if issuer else None)
-        fetched = asyncio.run(_fetch(parsed, settings, config, url))
+        user = read_user_chain(
+            _read(chain),
+            what=str(chain),
+            issuer_data=_read(issuer) if issuer else None,
+            issuer_what=str(issuer),
+        )
+        fetched = asyncio.run(_fetch(user.chain, settings, config, url))
     except OCSPError as exc:
         _failed(exc, as_json, url)
         return
@@ -122,6 +156,8 @@ def check(
         error=None,
         responder_url=fetched.responder_url,
         refresh=refresh_decision(fetched.staple, _now(), RefreshPolicy()),
+        leaf=user.leaf_note,
+        certificate_warning=validity_warning(user.chain.leaf, _now()),
     )
     _emit(report, as_json)
 
@@ -146,13 +182,13 @@ async def _fetch(
     "cert_path",
     required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="The certificate (PEM); a chain with its issuer after it is fine.",
+    help="The certificate (PEM, DER or PKCS#7); a bundle with its issuer, in any order, is fine.",
 )
 @click.option(
     "--issuer",
     "issuer_path",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Issuer certificate (PEM), when --cert does not carry it.",
+    help="Issuer certificate (PEM, DER or PKCS#7), when --cert does not carry it.",
 )
 @click.option(
     "--at",
@@ -173,16 +209,18 @@ def verify(
 ) -> None:
     """Verify an existing OCSP response offline against its certificate."""
     now = _now() if at is None else (at if at.tzinfo else at.replace(tzinfo=datetime.UTC))
-    der = _read(response_path)
+    der = b""
     try:
-        certs = parse_pem_certificates(_read(cert_path), what=str(cert_path))
-        leaf = certs[0]
-        candidates = certs[1:]
-        if issuer_path is not None:
-            candidates += parse_pem_certificates(_read(issuer_path), what=str(issuer_path))
-        issuer = find_issuer(leaf, candidates)
+        der = _read(response_path)
+        user = read_user_chain(
+            _read(cert_path),
+            what=str(cert_path),
+            issuer_data=_read(issuer_path) if issuer_path is not None else None,
+            issuer_what=str(issuer_path),
+        )
+        leaf, issuer = user.chain.leaf, user.chain.issuer
         if issuer is None:
-            raise IssuerNotFound("no issuer for the certificate: pass --issuer ISSUER.pem")
+            raise IssuerNotFound(f"no issuer for the certificate in {cert_path}: pass --issuer")
         staple = verify_response(
             der,
             cert_id=CertID.of(leaf, issuer),
@@ -190,6 +228,12 @@ def verify(
             now=now,
             policy=VerifyPolicy(require_next_update=not allow_no_next_update),
         )
+    except ResponseMalformed as exc:
+        hint = staple_hint(der)
+        if hint is not None:
+            exc.message = f"{response_path}: {hint} ({exc.message})"
+        _failed(exc, as_json)
+        return
     except OCSPError as exc:
         _failed(exc, as_json)
         return
@@ -199,6 +243,8 @@ def verify(
             error=None,
             responder_url=None,
             refresh=refresh_decision(staple, now, RefreshPolicy()),
+            leaf=user.leaf_note,
+            certificate_warning=validity_warning(leaf, now),
         ),
         as_json,
     )

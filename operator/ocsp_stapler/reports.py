@@ -24,7 +24,23 @@ _EXIT_BY_STATUS = {
 
 
 def _iso(value: datetime.datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
+    """To the second: a report is read by people (and OCSP times have no fractions)."""
+    if value is None:
+        return None
+    return value.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+REFRESH_REASONS = {
+    "Midpoint": "half-way through the response's validity",
+    "Margin": "the safety margin before nextUpdate",
+    "MaxInterval": "the longest refresh interval",
+    "HttpCache": "when the responder's HTTP caching says a newer response can exist",
+    "SameResponse": "backing off: the responder keeps handing back this response",
+    "Late": "backing off: the response is already past its refresh point",
+    "ExpiryBound": "before the response expires",
+    "Backoff": "retrying after a failure",
+}
+"""The refresh decision's reason, in words."""
 
 
 def refresh_decision(staple: Staple, now: datetime.datetime, policy: RefreshPolicy) -> Decision:
@@ -46,6 +62,10 @@ class Report:
     error: OCSPError | None
     responder_url: str | None
     refresh: Decision | None
+    leaf: str | None = None
+    """Which certificate was taken as the leaf (subject, serial, where in which file)."""
+    certificate_warning: str | None = None
+    """Why the certificate itself is not valid now (expired, not yet valid), if so."""
 
     @property
     def exit_code(self) -> int:
@@ -66,7 +86,12 @@ class Report:
             "revocation_reason": s.revocation_reason if s else None,
             "revocation_reason_code": s.revocation_reason_code if s else None,
             "refresh_at": _iso(self.refresh.at) if self.refresh else None,
+            "refresh_reason": REFRESH_REASONS.get(self.refresh.reason, self.refresh.reason)
+            if self.refresh
+            else None,
             "serial": format(s.serial_number, "X") if s else None,
+            "leaf": self.leaf,
+            "certificate_warning": self.certificate_warning,
             "error": str(self.error) if self.error else None,
             "reason": self.error.reason if self.error else None,
         }
@@ -83,6 +108,10 @@ class Report:
             f"status:      {s.status.value}",
             f"serial:      {s.serial_number:X}",
         ]
+        if self.leaf:
+            lines.append(f"leaf:        {self.leaf}")
+        if self.certificate_warning:
+            lines.append(f"warning:     {self.certificate_warning}")
         if s.status is CertStatus.REVOKED:
             label = f" ({s.revocation_label})" if s.revocation_label else ""
             lines.append(f"revoked at:  {_iso(s.revocation_time)}{label}")
@@ -95,5 +124,6 @@ class Report:
             f"signed by:   {signer}",
         ]
         if self.refresh:
-            lines.append(f"refresh due: {_iso(self.refresh.at)} ({self.refresh.reason})")
+            why = REFRESH_REASONS.get(self.refresh.reason, self.refresh.reason)
+            lines.append(f"refresh due: {_iso(self.refresh.at)} ({why})")
         return "\n".join(lines)

@@ -34,6 +34,7 @@ MAX_PEM_BYTES = 256 * 1024
 """A tls.crt larger than this is refused before parsing."""
 
 _PEM_BEGIN = b"-----BEGIN CERTIFICATE-----"
+_PKCS7_BEGIN = b"-----BEGIN PKCS7-----"
 
 _STATUS_REQUEST = 5
 """TLS Feature value for status_request (RFC 7633): must-staple."""
@@ -68,9 +69,18 @@ def _checked(cert: x509.Certificate, what: str) -> x509.Certificate:
 
 
 def load_certificates(data: bytes, *, what: str) -> list[x509.Certificate]:
-    """Certificates from PEM, DER or PKCS#7 (DER): the forms CAs publish at caIssuers URLs."""
+    """Certificates from PEM, DER or PKCS#7 (DER, or PEM-armoured): the forms CAs publish at
+    caIssuers URLs and hand to their customers."""
     if _PEM_BEGIN in data:
         return parse_pem_certificates(data, what=what)
+    if _PKCS7_BEGIN in data:
+        try:
+            certs = pkcs7.load_pem_pkcs7_certificates(data)
+        except Exception:  # ValueError, UnsupportedAlgorithm: whatever it is, it is not usable
+            raise ChainInvalid(f"{what} is not a readable PEM PKCS#7 bundle") from None
+        if not certs:
+            raise ChainInvalid(f"{what} holds no certificate")
+        return [_checked(c, what) for c in certs[:MAX_CERTIFICATES]]
     try:
         return [_checked(x509.load_der_x509_certificate(data), what)]
     except ValueError:

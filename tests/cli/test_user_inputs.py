@@ -1,0 +1,143 @@
+"""The CLI reads what users have (#15, item 4): certificates in PEM, DER or PKCS#7, bundles in
+any order (the leaf found by the chain, and named), errors naming the user's file, once, on
+stderr, JSON for every error with --json (usage errors too), an expired certificate flagged,
+a base64 or PEM staple met with a hint, refresh reasons in words, times to the second."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs7
+from cryptography.x509.oid import ExtendedKeyUsageOID
+from devcluster.pki import Issued, TestPKI, issue, name, new_key
+
+CLI = str(Path(sys.executable).parent / "ocsp-stapler")
+NOW = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
+    return TestPKI(Path(tmp_path_factory.mktemp("cli-inputs")), "ec")
+
+
+def _staple(pki: TestPKI, leaf: Issued, tmp_path: Path) -> Path:
+    der = pki.response(leaf, this_update=NOW - datetime.timedelta(hours=1),
+                       next_update=NOW + datetime.timedelta(days=3))  # fmt: skip
+    path = tmp_path / "staple.der"
+    path.write_bytes(der)
+    return path
+
+
+def _verify(staple: Path, cert: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return run("verify", "--response", str(staple), "--cert", str(cert), *extra)
+
+
+def test_a_bundle_in_any_order_finds_its_leaf_and_says_which(pki: TestPKI, tmp_path: Path) -> None:
+    leaf = pki.leaf("order.example.test")
+    bundle = tmp_path / "fullchain.pem"
+    bundle.write_bytes(pki.intermediate.pem + leaf.pem)  # the intermediate first
+    result = _verify(_staple(pki, leaf, tmp_path), bundle)
+    assert result.returncode == 0, result.stderr
+    assert "status:      good" in result.stdout
+    assert "leaf:        CN=order.example.test," in result.stdout
+    assert f"serial {leaf.cert.serial_number:X} (certificate 2 of 2" in result.stdout
+    assert f"certificate 2 of 2 in {bundle}" in result.stdout
+
+
+def test_der_and_pkcs7_files_are_read(pki: TestPKI, tmp_path: Path) -> None:
+    leaf = pki.leaf("forms.example.test")
+    staple = _staple(pki, leaf, tmp_path)
+    der_leaf, der_issuer = tmp_path / "leaf.cer", tmp_path / "issuer.cer"
+    der_leaf.write_bytes(leaf.cert.public_bytes(serialization.Encoding.DER))
+    der_issuer.write_bytes(pki.intermediate.cert.public_bytes(serialization.Encoding.DER))
+    assert _verify(staple, der_leaf, "--issuer", str(der_issuer)).returncode == 0
+    for encoding, suffix in (
+        (serialization.Encoding.DER, "p7b"),
+        (serialization.Encoding.PEM, "p7c"),
+    ):
+        p7 = tmp_path / f"bundle.{suffix}"
+        p7.write_bytes(pkcs7.serialize_certificates([pki.intermediate.cert, leaf.cert], encoding))
+        result = _verify(staple, p7, "--json")
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["leaf"].startswith("CN=forms.example.test")
+
+
+def test_an_error_names_the_users_file_once_on_stderr(tmp_path: Path) -> None:
+    mine = tmp_path / "my-cert.crt"
+    mine.write_text("not a certificate")
+    staple = tmp_path / "s.der"
+    staple.write_bytes(b"\x30\x00")
+    result = _verify(staple, mine)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert str(mine) in lines[0]
+    assert "tls.crt" not in lines[0]
+
+
+def test_json_answers_usage_errors_too(tmp_path: Path) -> None:
+    result = run("verify", "--json", "--response", str(tmp_path / "missing.der"), "--cert", "x")
+    assert result.returncode == 2
+    doc = json.loads(result.stdout)
+    assert doc["reason"] == "UsageError"
+    assert "missing.der" in doc["error"]
+    assert len(result.stderr.strip().splitlines()) == 1
+    unknown = run("check", "--json", "--no-such-option")
+    assert (unknown.returncode, json.loads(unknown.stdout)["reason"]) == (2, "UsageError")
+
+
+def test_an_expired_certificate_is_flagged(pki: TestPKI, tmp_path: Path) -> None:
+    expired = issue(
+        subject=name("old.example.test"), key=new_key("ec"), issuer=pki.intermediate,
+        eku=[ExtendedKeyUsageOID.SERVER_AUTH], not_before=NOW - datetime.timedelta(days=90),
+        not_after=NOW - datetime.timedelta(days=1),
+    )  # fmt: skip
+    chain = tmp_path / "old.pem"
+    chain.write_bytes(pki.chain_pem(expired))
+    staple = _staple(pki, expired, tmp_path)
+    text = _verify(staple, chain)
+    assert "warning:     the certificate expired at" in text.stdout
+    doc = json.loads(_verify(staple, chain, "--json").stdout)
+    assert doc["certificate_warning"].startswith("the certificate expired at")
+
+
+def test_a_staple_given_as_base64_or_pem_gets_a_hint(pki: TestPKI, tmp_path: Path) -> None:
+    leaf = pki.leaf("hint.example.test")
+    chain = tmp_path / "chain.pem"
+    chain.write_bytes(pki.chain_pem(leaf))
+    der = _staple(pki, leaf, tmp_path).read_bytes()
+    as_base64 = tmp_path / "staple.b64"
+    as_base64.write_bytes(base64.b64encode(der) + b"\n")
+    result = _verify(as_base64, chain)
+    assert result.returncode == 2
+    assert "base64 -d" in result.stderr
+    as_pem = tmp_path / "staple.pem"
+    as_pem.write_bytes(b"-----BEGIN OCSP RESPONSE-----\n" + base64.encodebytes(der)
+                       + b"-----END OCSP RESPONSE-----\n")  # fmt: skip
+    assert "PEM text" in _verify(as_pem, chain).stderr
+
+
+def test_refresh_reasons_in_words_and_times_to_the_second(pki: TestPKI, tmp_path: Path) -> None:
+    leaf = pki.leaf("words.example.test")
+    chain = tmp_path / "chain.pem"
+    chain.write_bytes(pki.chain_pem(leaf))
+    staple = _staple(pki, leaf, tmp_path)
+    text = _verify(staple, chain).stdout
+    assert "(the longest refresh interval)" in text or "(half-way through" in text
+    doc = json.loads(_verify(staple, chain, "--json").stdout)
+    for key in ("this_update", "next_update", "produced_at", "refresh_at"):
+        assert "." not in doc[key], (key, doc[key])  # no microseconds
+    assert doc["refresh_reason"] in {"the longest refresh interval",
+                                     "half-way through the response's validity"}  # fmt: skip
