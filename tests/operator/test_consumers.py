@@ -4,6 +4,7 @@ pointing at the staple read out of the Secret, checked by `curl --cert-status`."
 from __future__ import annotations
 
 import asyncio
+import datetime
 import shutil
 import subprocess
 from pathlib import Path
@@ -79,3 +80,77 @@ async def test_nginx_serves_the_operators_staple(
         nginx.wait(timeout=10)
     log = (tmp_path / "error.log").read_text()
     assert "ssl_stapling" not in log or "ignored" not in log, log
+
+
+# What nginx does with a staple file on bad days, measured (the sync sidecar, #15, is built
+# on these facts): it staples a file-loaded response whatever its nextUpdate, and refuses to
+# start (or to reload) with an empty or missing file.
+
+
+def _nginx_with_staple(pki: TestPKI, tmp_path: Path, staple: bytes | None) -> tuple[int, bool]:
+    """(port, whether the configuration test passed) for nginx started with this file."""
+    leaf = pki.leaf(HOST)
+    (tmp_path / "chain.pem").write_bytes(pki.chain_pem(leaf))
+    (tmp_path / "key.pem").write_bytes(leaf.key_pem)
+    if staple is not None:
+        (tmp_path / "tls.ocsp-staple").write_bytes(staple)
+    port = free_port()
+    (tmp_path / "nginx.conf").write_text(CONF.format(dir=tmp_path, port=port, host=HOST))
+    tested = subprocess.run([NGINX, "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+                            capture_output=True, check=False)  # fmt: skip
+    return port, tested.returncode == 0
+
+
+async def _stapled(port: int) -> bool:
+    got = await asyncio.to_thread(
+        subprocess.run,
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", HOST, "-status"],
+        input="", capture_output=True, text=True, timeout=20, check=False,
+    )  # fmt: skip
+    if "CONNECTED" not in got.stdout:
+        raise ConnectionError(got.stderr[-300:])
+    return "OCSP Response Status: successful" in got.stdout
+
+
+async def test_nginx_staples_a_file_loaded_response_past_its_next_update(
+    pki: TestPKI, tmp_path: Path
+) -> None:
+    """Measured on Debian's nginx: a staple file is never judged again after it is read, so
+    a consumer fed by a file serves an expired staple until someone reloads it."""
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    der = pki.response(pki.leaf(HOST), this_update=now - datetime.timedelta(minutes=1),
+                       next_update=now + datetime.timedelta(seconds=8))  # fmt: skip
+    port, valid = _nginx_with_staple(pki, tmp_path, der)
+    assert valid
+    nginx = subprocess.Popen([NGINX, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+
+        async def serving() -> bool | None:
+            try:
+                return await _stapled(port)
+            except ConnectionError:
+                return None
+
+        assert await wait_for(serving, what="nginx to answer") is True
+
+        async def expired() -> bool | None:
+            past = datetime.datetime.now(datetime.UTC) > now + datetime.timedelta(seconds=9)
+            return True if past else None
+
+        await wait_for(expired, timeout=30, what="the staple's nextUpdate to pass")
+        assert await _stapled(port)  # still stapled, expired
+    finally:
+        nginx.terminate()
+        nginx.wait(timeout=10)
+
+
+def test_nginx_refuses_an_empty_or_missing_staple_file(pki: TestPKI, tmp_path: Path) -> None:
+    """So "no valid staple" cannot be said to nginx with an empty file: its configuration
+    test fails, a reload is refused and the old staple stays; it takes a configuration
+    without ssl_stapling_file."""
+    for case, content in (("empty", b""), ("missing", None)):
+        directory = tmp_path / case
+        directory.mkdir()
+        _port, valid = _nginx_with_staple(pki, directory, content)
+        assert not valid, case
