@@ -70,11 +70,20 @@ class _JsonAwareGroup(click.Group):
         return None
 
 
+MAX_INPUT_BYTES = 1024 * 1024
+"""No certificate bundle or OCSP response a user hands us is this large: refused unread."""
+
+
 def _read(path: Path) -> bytes:
     try:
-        return path.read_bytes()
+        with path.open("rb") as handle:
+            data = handle.read(MAX_INPUT_BYTES + 1)
     except OSError as exc:
         raise UsageProblem(f"cannot read {path}: {exc.strerror}") from None
+    if len(data) > MAX_INPUT_BYTES:
+        raise UsageProblem(f"{path} is larger than {MAX_INPUT_BYTES} bytes: not a certificate "
+                           "or an OCSP response")  # fmt: skip
+    return data
 
 
 def _failed(error: OCSPError, as_json: bool, url: str | None = None) -> None:

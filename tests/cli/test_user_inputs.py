@@ -141,3 +141,13 @@ def test_refresh_reasons_in_words_and_times_to_the_second(pki: TestPKI, tmp_path
         assert "." not in doc[key], (key, doc[key])  # no microseconds
     assert doc["refresh_reason"] in {"the longest refresh interval",
                                      "half-way through the response's validity"}  # fmt: skip
+
+
+def test_a_huge_file_is_refused_unread(tmp_path: Path) -> None:
+    big = tmp_path / "big.pem"
+    with big.open("wb") as handle:
+        handle.truncate(50 * 1024 * 1024)  # sparse: nothing is written, 50 MB claimed
+    result = run("verify", "--json", "--response", str(big), "--cert", str(big))
+    assert result.returncode == 2
+    assert json.loads(result.stdout)["reason"] == "UsageError"
+    assert "larger than" in result.stderr
