@@ -27,7 +27,7 @@ from ocsp_stapler.ocsp.queries import CertID
 from ocsp_stapler.ocsp.responses import VerifyPolicy, verify_response
 from ocsp_stapler.ocsp.schedules import RefreshPolicy
 from ocsp_stapler.ocsp.stapling import Fetched, StaplingConfig, obtain_staple
-from ocsp_stapler.reports import EXIT_FAILED, Report, refresh_decision
+from ocsp_stapler.reports import Report, refresh_decision
 
 
 def _now() -> datetime.datetime:
@@ -58,15 +58,17 @@ class _JsonAwareGroup(click.Group):
         self, args: Sequence[str] | None = None, **kwargs: Any
     ) -> Any:
         argv = list(sys.argv[1:] if args is None else args)
-        if "--json" not in argv or kwargs.get("standalone_mode") is False:
+        if kwargs.get("standalone_mode") is False:
             return super().main(argv, **kwargs)
+        as_json = "--json" in argv
         try:
             return super().main(argv, **{**kwargs, "standalone_mode": False})
         except click.ClickException as exc:
-            problem = UsageProblem(exc.format_message())
-            _emit(Report(staple=None, error=problem, responder_url=None, refresh=None), True)
-        except click.exceptions.Abort:
-            sys.exit(EXIT_FAILED)
+            problem: OCSPError = UsageProblem(exc.format_message())
+        except (click.exceptions.Abort, KeyboardInterrupt):
+            problem = UsageProblem("interrupted")
+        # One line on stderr (and one JSON object with --json), exit 2: never 1 (revoked).
+        _emit(Report(staple=None, error=problem, responder_url=None, refresh=None), as_json)
         return None
 
 
@@ -119,7 +121,13 @@ def main() -> None:
     help="CertID hash algorithm.",
 )
 @click.option("--nonce", is_flag=True, help="Send a nonce (most CA responders ignore it).")
-@click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds in all.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1, max=3600),
+    default=10.0,
+    show_default=True,
+    help="Seconds in all.",
+)
 @click.option("--proxy", help="HTTP proxy URL (HTTP_PROXY/HTTPS_PROXY/NO_PROXY apply otherwise).")
 @click.option("--deny-cidr", multiple=True, help="Refuse responders in this range (repeatable).")
 @click.option("--allow-cidr", multiple=True, help="Allow responders only in these ranges.")
@@ -159,7 +167,10 @@ def check(
         _failed(exc, as_json, url)
         return
     if out is not None:
-        out.write_bytes(fetched.staple.der)
+        try:
+            out.write_bytes(fetched.staple.der)
+        except OSError as exc:
+            _failed(UsageProblem(f"cannot write {out}: {exc.strerror}"), as_json, url)
     report = Report(
         staple=fetched.staple,
         error=None,
@@ -239,8 +250,7 @@ def verify(
         )
     except ResponseMalformed as exc:
         hint = staple_hint(der)
-        if hint is not None:
-            exc.message = f"{response_path}: {hint} ({exc.message})"
+        exc.message = f"{response_path}: " + (f"{hint} ({exc.message})" if hint else exc.message)
         _failed(exc, as_json)
         return
     except OCSPError as exc:

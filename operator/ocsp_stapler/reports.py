@@ -45,6 +45,13 @@ REFRESH_REASONS = {
 
 def refresh_decision(staple: Staple, now: datetime.datetime, policy: RefreshPolicy) -> Decision:
     """When the operator would fetch again after this staple (no jitter: a report, not a plan)."""
+    try:
+        return _refresh_decision(staple, now, policy)
+    except OverflowError:  # a time at the end of the calendar (``verify --at 9999-...``)
+        return Decision(at=staple.expires_at, reason="ExpiryBound")
+
+
+def _refresh_decision(staple: Staple, now: datetime.datetime, policy: RefreshPolicy) -> Decision:
     if staple.status is CertStatus.UNKNOWN:
         return after_failure(failures=1, now=now, expires_at=None, policy=policy, rand=lambda: 0.0)
     return after_success(

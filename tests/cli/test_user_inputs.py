@@ -151,3 +151,28 @@ def test_a_huge_file_is_refused_unread(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert json.loads(result.stdout)["reason"] == "UsageError"
     assert "larger than" in result.stderr
+
+
+def test_usage_errors_are_one_line_and_exit_2_without_json(tmp_path: Path) -> None:
+    for args in (("verify", "--response", str(tmp_path), "--cert", str(tmp_path)),
+                 ("check", str(tmp_path / "x"), "--timeout", "inf")):  # fmt: skip
+        result = run(*args)
+        assert result.returncode == 2, args
+        assert result.stdout == ""
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith("ocsp-stapler: UsageError:")
+
+
+def test_wrapped_base64_and_swapped_files_get_their_hints(pki: TestPKI, tmp_path: Path) -> None:
+    leaf = pki.leaf("hints.example.test")
+    chain = tmp_path / "chain.pem"
+    chain.write_bytes(pki.chain_pem(leaf))
+    der = _staple(pki, leaf, tmp_path).read_bytes()
+    wrapped = tmp_path / "staple.b64"
+    wrapped.write_bytes(base64.encodebytes(der))  # 76-column lines, as base64(1) writes
+    result = _verify(wrapped, chain)
+    assert "base64 -d" in result.stderr
+    assert str(wrapped) in result.stderr
+    swapped = run("verify", "--response", str(chain), "--cert", str(chain))
+    assert "swapped" in swapped.stderr

@@ -25,7 +25,7 @@ from ocsp_stapler.ocsp.chains import (
     load_certificates,
     signed_by,
 )
-from ocsp_stapler.ocsp.errors import ChainInvalid
+from ocsp_stapler.ocsp.errors import ChainInvalid, printable
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def pick_leaf(certs: list[x509.Certificate], *, what: str) -> tuple[x509.Certifi
     leaf = ends[0]
     position = next(i for i, c in enumerate(certs) if c is leaf) + 1
     where = f"certificate {position} of {len(certs)} in {what}" if len(certs) > 1 else what
-    note = f"{_describe(leaf)} ({where})"
+    note = printable(f"{_describe(leaf)} ({where})")
     if is_ca(leaf):
         note += "; it is a CA certificate: no end-entity certificate in the file"
     if len(ends) > 1:
@@ -99,10 +99,12 @@ def staple_hint(data: bytes) -> str | None:
     """A hint when a staple file is PEM or base64 text instead of DER (``kubectl get secret
     -o jsonpath`` prints base64)."""
     text = data.strip()
+    if text.startswith(b"-----BEGIN CERTIFICATE"):
+        return "the file is a certificate, not an OCSP response (--response and --cert swapped?)"
     if text.startswith(b"-----BEGIN"):
         return "the file is PEM text; OCSP responses are DER: strip the armour and base64 -d it"
     try:
-        decoded = base64.b64decode(text, validate=True)
+        decoded = base64.b64decode(b"".join(text.split()), validate=True)  # wrapped lines too
     except (binascii.Error, ValueError):
         return None
     if decoded[:1] == b"\x30":

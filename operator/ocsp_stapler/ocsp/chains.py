@@ -80,7 +80,7 @@ def load_certificates(data: bytes, *, what: str) -> list[x509.Certificate]:
             raise ChainInvalid(f"{what} is not a readable PEM PKCS#7 bundle") from None
         if not certs:
             raise ChainInvalid(f"{what} holds no certificate")
-        return [_checked(c, what) for c in certs[:MAX_CERTIFICATES]]
+        return [_checked(c, what) for c in _bounded(certs, what)]
     try:
         return [_checked(x509.load_der_x509_certificate(data), what)]
     except ValueError:
@@ -91,7 +91,14 @@ def load_certificates(data: bytes, *, what: str) -> list[x509.Certificate]:
         raise ChainInvalid(f"{what} is neither a PEM, DER nor PKCS#7 certificate") from None
     if not certs:
         raise ChainInvalid(f"{what} holds no certificate")
-    return [_checked(c, what) for c in certs[:MAX_CERTIFICATES]]
+    return [_checked(c, what) for c in _bounded(certs, what)]
+
+
+def _bounded(certs: list[x509.Certificate], what: str) -> list[x509.Certificate]:
+    """Refused, not cut: dropping the rest could drop the leaf."""
+    if len(certs) > MAX_CERTIFICATES:
+        raise ChainInvalid(f"{what} holds {len(certs)} certificates, more than {MAX_CERTIFICATES}")
+    return certs
 
 
 def signed_by(cert: x509.Certificate, candidate: x509.Certificate) -> bool:

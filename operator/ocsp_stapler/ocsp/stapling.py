@@ -152,7 +152,8 @@ async def resolve_issuer(
     urls = ca_issuer_urls(chain.leaf)
     if not urls:
         raise IssuerNotFound(
-            "the issuer is not in tls.crt or ca.crt, and the certificate has no caIssuers URL",
+            "the issuer is not among the certificates given (tls.crt and ca.crt in a Secret), and "
+            "the certificate has no caIssuers URL",
             retryable=False,
         )
     attempt = attempt or Attempt()
