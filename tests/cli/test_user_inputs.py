@@ -39,6 +39,14 @@ def _staple(pki: TestPKI, leaf: Issued, tmp_path: Path) -> Path:
     return path
 
 
+def _chain_file(pki: TestPKI, tmp_path: Path, cn: str) -> tuple[Issued, Path]:
+    """A new leaf, and chain.pem as cert-manager writes it (leaf, then intermediate)."""
+    leaf = pki.leaf(cn)
+    chain = tmp_path / "chain.pem"
+    chain.write_bytes(pki.chain_pem(leaf))
+    return leaf, chain
+
+
 def _verify(staple: Path, cert: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return run("verify", "--response", str(staple), "--cert", str(cert), *extra)
 
@@ -114,9 +122,7 @@ def test_an_expired_certificate_is_flagged(pki: TestPKI, tmp_path: Path) -> None
 
 
 def test_a_staple_given_as_base64_or_pem_gets_a_hint(pki: TestPKI, tmp_path: Path) -> None:
-    leaf = pki.leaf("hint.example.test")
-    chain = tmp_path / "chain.pem"
-    chain.write_bytes(pki.chain_pem(leaf))
+    leaf, chain = _chain_file(pki, tmp_path, "hint.example.test")
     der = _staple(pki, leaf, tmp_path).read_bytes()
     as_base64 = tmp_path / "staple.b64"
     as_base64.write_bytes(base64.b64encode(der) + b"\n")
@@ -130,9 +136,7 @@ def test_a_staple_given_as_base64_or_pem_gets_a_hint(pki: TestPKI, tmp_path: Pat
 
 
 def test_refresh_reasons_in_words_and_times_to_the_second(pki: TestPKI, tmp_path: Path) -> None:
-    leaf = pki.leaf("words.example.test")
-    chain = tmp_path / "chain.pem"
-    chain.write_bytes(pki.chain_pem(leaf))
+    leaf, chain = _chain_file(pki, tmp_path, "words.example.test")
     staple = _staple(pki, leaf, tmp_path)
     text = _verify(staple, chain).stdout
     assert "(the longest refresh interval)" in text or "(half-way through" in text
@@ -165,9 +169,7 @@ def test_usage_errors_are_one_line_and_exit_2_without_json(tmp_path: Path) -> No
 
 
 def test_wrapped_base64_and_swapped_files_get_their_hints(pki: TestPKI, tmp_path: Path) -> None:
-    leaf = pki.leaf("hints.example.test")
-    chain = tmp_path / "chain.pem"
-    chain.write_bytes(pki.chain_pem(leaf))
+    leaf, chain = _chain_file(pki, tmp_path, "hints.example.test")
     der = _staple(pki, leaf, tmp_path).read_bytes()
     wrapped = tmp_path / "staple.b64"
     wrapped.write_bytes(base64.encodebytes(der))  # 76-column lines, as base64(1) writes

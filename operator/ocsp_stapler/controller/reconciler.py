@@ -259,7 +259,7 @@ class Reconciler:
         record = self.records.get(ref)
         if record is None:
             return
-        attempt = Attempt(timeout=self.settings.attempt_timeout_seconds, clock=self.monotonic)
+        attempt = self.settings.attempt(self.monotonic)  # one deadline for all this run asks
         for _ in range(MAX_STEPS):
             if not self._current(record):
                 return

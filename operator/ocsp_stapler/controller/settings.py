@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import time
+from collections.abc import Callable
 from typing import Literal
 
 from ocsp_stapler.config import ConfigError
@@ -96,9 +98,9 @@ class OperatorSettings:
             guard=self.guard(),
         )
 
-    def attempt(self) -> Attempt:
-        """A fresh budget for one Secret's attempt (its deadline starts now)."""
-        return Attempt(timeout=self.attempt_timeout_seconds)
+    def attempt(self, clock: Callable[[], float] = time.monotonic) -> Attempt:
+        """A fresh budget for one Secret's attempt (its deadline starts now, by ``clock``)."""
+        return Attempt(timeout=self.attempt_timeout_seconds, clock=clock)
 
     def stapling(self) -> StaplingConfig:
         return StaplingConfig(
