@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real TLS peers and servers the tests drive, when they are missing:
-# openssl (CA, `openssl ocsp` responder, s_client), curl (--cert-status), gnutls-cli, nginx.
+# openssl (CA, `openssl ocsp` responder, s_client), curl (--cert-status), gnutls-cli, and the
+# servers the sidecar and host mode feed staples to: nginx, haproxy.
 # Debian/Ubuntu only; uses apt-get (as root, or through sudo when there is one).
 set -euo pipefail
 
@@ -9,6 +10,7 @@ declare -A package_of=(
   [curl]=curl
   [gnutls-cli]=gnutls-bin
   [nginx]=nginx
+  [haproxy]=haproxy
 )
 missing=()
 for tool in "${!package_of[@]}"; do

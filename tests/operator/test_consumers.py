@@ -16,6 +16,7 @@ from ocsp_stapler.k8s.client import ApiClient
 from support.kube import wait_for
 from support.operators import StartOperator
 from support.staples import stapled_secret
+from support.status_requests import stapled_this_update
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 HOST = "www.example.test"  # the name in stapled_secret's certificate
@@ -102,14 +103,7 @@ def _nginx_with_staple(pki: TestPKI, tmp_path: Path, staple: bytes | None) -> tu
 
 
 async def _stapled(port: int) -> bool:
-    got = await asyncio.to_thread(
-        subprocess.run,
-        ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", HOST, "-status"],
-        input="", capture_output=True, text=True, timeout=20, check=False,
-    )  # fmt: skip
-    if "CONNECTED" not in got.stdout:
-        raise ConnectionError(got.stderr[-300:])
-    return "OCSP Response Status: successful" in got.stdout
+    return await stapled_this_update(port, HOST) is not None
 
 
 async def test_nginx_staples_a_file_loaded_response_past_its_next_update(
