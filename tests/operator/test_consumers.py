@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -13,38 +12,18 @@ from devcluster.pki import TestPKI
 from devcluster.responder import OpenSSLResponder, free_port
 
 from ocsp_stapler.k8s.client import ApiClient
+from support import nginx_servers
 from support.kube import wait_for
 from support.operators import StartOperator
 from support.staples import stapled_secret
 from support.status_requests import stapled_this_update
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 HOST = "www.example.test"  # the name in stapled_secret's certificate
 
-CONF = """
-worker_processes 1;
-daemon off;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log info;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    server {{
-        listen 127.0.0.1:{port} ssl;
-        server_name {host};
-        ssl_certificate {dir}/chain.pem;
-        ssl_certificate_key {dir}/key.pem;
-        ssl_stapling on;
-        ssl_stapling_file {dir}/tls.ocsp-staple;
-        location / {{ return 200 "served by nginx\\n"; }}
-    }}
-}}
-"""
+
+def _conf(directory: Path, port: int) -> None:
+    stapling = f"ssl_stapling on; ssl_stapling_file {directory}/tls.ocsp-staple;"
+    nginx_servers.write_conf(directory, port=port, host=HOST, stapling=stapling)
 
 
 async def test_nginx_serves_the_operators_staple(
@@ -60,8 +39,8 @@ async def test_nginx_serves_the_operators_staple(
     (tmp_path / "key.pem").write_bytes(leaf.key_pem)
     (tmp_path / "tls.ocsp-staple").write_bytes(der)
     port = free_port()
-    (tmp_path / "nginx.conf").write_text(CONF.format(dir=tmp_path, port=port, host=HOST))
-    nginx = subprocess.Popen([NGINX, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+    _conf(tmp_path, port)
+    nginx = subprocess.Popen(nginx_servers.command(tmp_path),
                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)  # fmt: skip
     try:
 
@@ -96,8 +75,8 @@ def _nginx_with_staple(pki: TestPKI, tmp_path: Path, staple: bytes | None) -> tu
     if staple is not None:
         (tmp_path / "tls.ocsp-staple").write_bytes(staple)
     port = free_port()
-    (tmp_path / "nginx.conf").write_text(CONF.format(dir=tmp_path, port=port, host=HOST))
-    tested = subprocess.run([NGINX, "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+    _conf(tmp_path, port)
+    tested = subprocess.run(nginx_servers.command(tmp_path, "-t"),
                             capture_output=True, check=False)  # fmt: skip
     return port, tested.returncode == 0
 
@@ -116,7 +95,7 @@ async def test_nginx_staples_a_file_loaded_response_past_its_next_update(
                        next_update=now + datetime.timedelta(seconds=8))  # fmt: skip
     port, valid = _nginx_with_staple(pki, tmp_path, der)
     assert valid
-    nginx = subprocess.Popen([NGINX, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+    nginx = subprocess.Popen(nginx_servers.command(tmp_path),
                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)  # fmt: skip
     try:
 

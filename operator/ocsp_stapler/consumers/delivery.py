@@ -1,0 +1,56 @@
+"""One hand-over of the current staple (or of "there is none") to every configured consumer.
+
+The order matters on a bad day: the staple file is written before anything points at it, and
+when no valid staple exists nginx is first told to staple nothing, then the file goes (its
+configuration test never sees a directive naming a missing file). HAProxy needs no command
+then: it never staples an expired response (``consumers.haproxy``). Every consumer is tried,
+and the failures are reported together, so one broken consumer does not starve the others.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ocsp_stapler.consumers import commands, haproxy, nginx
+from ocsp_stapler.consumers.errors import ConsumerError
+from ocsp_stapler.consumers.files import remove_file, write_atomically
+
+
+@dataclass(frozen=True)
+class Delivery:
+    staple_file: Path
+    haproxy_socket: Path | None = None
+    nginx_include: Path | None = None
+    """With ``nginx_pidfile``: the include that names the staple file while it is valid."""
+    nginx_pidfile: Path | None = None
+    command: tuple[str, ...] = ()
+
+    async def hand_over(self, der: bytes | None) -> None:
+        """Give consumers ``der`` (None: no valid staple); ``ConsumerError`` naming each one
+        that failed (a staple that could not be written reaches no one)."""
+        if der is not None:
+            write_atomically(self.staple_file, der)
+        staple_file = self.staple_file if der is not None else None
+        problems: list[str] = []
+        if self.nginx_include is not None:
+            try:
+                nginx.write_include(self.nginx_include, staple_file)
+                if self.nginx_pidfile is not None:
+                    nginx.reload(self.nginx_pidfile)
+            except ConsumerError as exc:
+                problems.append(str(exc))
+        try:
+            if der is None:
+                remove_file(self.staple_file)
+            elif self.haproxy_socket is not None:
+                await haproxy.set_ocsp_response(self.haproxy_socket, der)
+        except ConsumerError as exc:
+            problems.append(str(exc))
+        if self.command:
+            try:
+                await commands.run_command(self.command, staple_file)
+            except ConsumerError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise ConsumerError("; ".join(problems))

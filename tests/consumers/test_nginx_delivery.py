@@ -1,0 +1,181 @@
+"""Debian's real nginx fed by ``Delivery``: each new staple reaches it by a graceful reload with
+no failed handshake, and "no valid staple" turns stapling off instead of leaving an expired
+response served (nginx staples a file-loaded response past its nextUpdate: measured in
+tests/operator/test_consumers.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from devcluster.pki import Issued, TestPKI
+from devcluster.responder import free_port
+
+from ocsp_stapler.consumers.delivery import Delivery
+from ocsp_stapler.consumers.errors import ConsumerError
+from support import nginx_servers
+from support.kube import wait_for
+from support.status_requests import stapled_this_update
+
+HOST = "nginx.example.test"
+
+
+def _utc(**delta: float) -> datetime.datetime:
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    return now + datetime.timedelta(**delta)
+
+
+def _printed(when: datetime.datetime) -> str:
+    return f"{when:%b} {when.day:2d} {when:%H:%M:%S %Y} GMT"
+
+
+@pytest.fixture
+def site(pki: TestPKI, tmp_path: Path) -> tuple[Path, int, Issued]:
+    leaf = pki.leaf(HOST)
+    (tmp_path / "chain.pem").write_bytes(pki.chain_pem(leaf))
+    (tmp_path / "key.pem").write_bytes(leaf.key_pem)
+    port = free_port()
+    include = f"include {tmp_path}/stapling.conf;"
+    nginx_servers.write_conf(tmp_path, port=port, host=HOST, stapling=include)
+    return tmp_path, port, leaf
+
+
+@pytest.fixture
+def delivery(site: tuple[Path, int, Issued]) -> Delivery:
+    directory = site[0]
+    return Delivery(
+        staple_file=directory / "staple.der",
+        nginx_include=directory / "stapling.conf",
+        nginx_pidfile=directory / "nginx.pid",
+    )
+
+
+def _start(directory: Path) -> Iterator[subprocess.Popen[bytes]]:
+    process = subprocess.Popen(nginx_servers.command(directory),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _configuration_valid(directory: Path) -> bool:
+    tested = subprocess.run(nginx_servers.command(directory, "-t"), capture_output=True,
+                            check=False)  # fmt: skip
+    return tested.returncode == 0
+
+
+async def _served(port: int, expected: str | None) -> None:
+    async def current() -> bool | None:
+        try:
+            return (await stapled_this_update(port, HOST)) == expected or None
+        except ConnectionError:
+            return None
+
+    await wait_for(current, what=f"nginx to staple {expected}")
+
+
+async def test_each_staple_reaches_nginx_by_reload_and_none_turns_stapling_off(
+    site: tuple[Path, int, Issued], delivery: Delivery, pki: TestPKI
+) -> None:
+    directory, port, leaf = site
+    await delivery.hand_over(None)  # before nginx starts: it must start without a staple
+    assert _configuration_valid(directory)
+    process = _start(directory)
+    next(process)
+    try:
+        await _served(port, None)  # the pid file exists from here on
+        first_at, second_at = _utc(minutes=-10), _utc(minutes=-1)
+        first = pki.response(leaf, this_update=first_at, next_update=_utc(days=1))
+        await delivery.hand_over(first)
+        await _served(port, _printed(first_at))
+
+        seen: list[str | None] = []
+        failures: list[str] = []
+
+        async def handshakes() -> None:
+            for _ in range(30):  # bounded, across the reload
+                try:
+                    seen.append(await stapled_this_update(port, HOST))
+                except ConnectionError as exc:
+                    failures.append(str(exc))
+
+        async def refresh() -> None:
+            await asyncio.sleep(0.2)
+            await delivery.hand_over(
+                pki.response(leaf, this_update=second_at, next_update=_utc(days=1))
+            )
+
+        await asyncio.gather(handshakes(), handshakes(), refresh())
+        assert failures == []
+        assert None not in seen
+        await _served(port, _printed(second_at))
+
+        await delivery.hand_over(None)
+        await _served(port, None)
+        assert not delivery.staple_file.exists()
+        assert _configuration_valid(directory)  # a later reload or restart still works
+    finally:
+        next(process, None)
+
+
+async def test_a_broken_pid_file_is_reported_and_the_include_still_written(
+    site: tuple[Path, int, Issued], delivery: Delivery, pki: TestPKI
+) -> None:
+    directory, _port, leaf = site
+    assert delivery.nginx_pidfile is not None
+    for content in (b"", b"not a pid\n", b"1\n", b"9" * 100):
+        delivery.nginx_pidfile.write_bytes(content)
+        staple = pki.response(leaf, this_update=_utc(), next_update=_utc(days=1))
+        with pytest.raises(ConsumerError, match="nginx.pid"):
+            await delivery.hand_over(staple)
+        assert "ssl_stapling_file" in (directory / "stapling.conf").read_text()
+        assert delivery.staple_file.read_bytes() == staple
+
+
+async def test_nginx_not_running_yet_is_no_error(
+    site: tuple[Path, int, Issued], delivery: Delivery, pki: TestPKI
+) -> None:
+    """A sidecar may start before nginx: without a pid file, or with one naming a process
+    that is gone, the include is written and nginx reads it when it starts."""
+    directory, port, leaf = site
+    assert delivery.nginx_pidfile is not None
+    staple_at = _utc(minutes=-3)
+    await delivery.hand_over(None)
+    delivery.nginx_pidfile.write_text(f"{_gone_pid()}\n")
+    await delivery.hand_over(pki.response(leaf, this_update=staple_at, next_update=_utc(days=1)))
+    delivery.nginx_pidfile.unlink()
+    process = _start(directory)
+    next(process)
+    try:
+        await _served(port, _printed(staple_at))
+    finally:
+        next(process, None)
+
+
+async def test_a_pid_file_naming_another_program_sends_it_no_signal(
+    delivery: Delivery, pki: TestPKI, site: tuple[Path, int, Issued]
+) -> None:
+    """A stale pid file whose number another program took: that program is not hung up on."""
+    assert delivery.nginx_pidfile is not None
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        delivery.nginx_pidfile.write_text(f"{other.pid}\n")
+        await delivery.hand_over(
+            pki.response(site[2], this_update=_utc(), next_update=_utc(days=1))
+        )
+        assert other.poll() is None  # SIGHUP would have ended sleep
+    finally:
+        other.kill()
+        other.wait()
+
+
+def _gone_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
