@@ -11,9 +11,9 @@ import asyncio
 import datetime
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -370,3 +370,78 @@ def ingress_command(
         raise click.UsageError(str(exc)) from None
     configure_logging(settings.log_format)
     asyncio.run(Supervisor(settings, credentials=load_credentials(kubeconfig)).run())
+
+
+_Command = TypeVar("_Command", bound=Callable[..., Any])
+
+
+def _file_option(name: str, text: str, **kwargs: Any) -> Callable[[_Command], _Command]:
+    return click.option(name, type=click.Path(dir_okay=False, path_type=Path), help=text, **kwargs)
+
+
+@main.command("sync")
+@click.option(
+    "--secret-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="A mounted TLS Secret (tls.crt, ca.crt, tls.ocsp-staple), as the kubelet writes it.",
+)
+@_file_option("--cert", "Instead of --secret-dir: the certificate chain (PEM).")
+@_file_option("--staple", "Instead of --secret-dir: the staple (DER) the operator keeps.")
+@_file_option("--ca", "With --cert: more certificates, the issuer among them (PEM).")
+@_file_option("--issuer", "The issuer (PEM, DER or PKCS#7) when the Secret has none.")
+@_file_option("--out", "The consumer's staple file (HAProxy: <crt>.ocsp).", required=True)
+@_file_option("--haproxy-socket", "HAProxy's stats socket (level admin): staples pushed.")
+@_file_option("--nginx-include", "Names the staple file while it is valid; nothing otherwise.")
+@_file_option("--nginx-pidfile", "With --nginx-include: reload this nginx master (SIGHUP).")
+@click.option("--exec", "command", help="Run this command (no shell) after each change.")
+@click.option(
+    "--poll",
+    type=click.FloatRange(0.1, 3600),
+    default=2.0,
+    show_default=True,
+    help="Seconds between looks at the source.",
+)
+@click.option("--once", is_flag=True, help="Look once, hand over, exit (2 if a consumer failed).")
+def sync_command(
+    *,
+    secret_dir: Path | None,
+    cert: Path | None,
+    staple: Path | None,
+    ca: Path | None,
+    issuer: Path | None,
+    out: Path,
+    haproxy_socket: Path | None,
+    nginx_include: Path | None,
+    nginx_pidfile: Path | None,
+    command: str | None,
+    poll: float,
+    once: bool,
+) -> None:
+    """Bring each verified staple from a mounted Secret to nginx, HAProxy or a command."""
+    import shlex  # noqa: PLC0415
+
+    from ocsp_stapler.config import ConfigError, from_environment  # noqa: PLC0415
+    from ocsp_stapler.consumers.delivery import Delivery  # noqa: PLC0415
+    from ocsp_stapler.controller.settings import OperatorSettings  # noqa: PLC0415
+    from ocsp_stapler.logs import configure_logging  # noqa: PLC0415
+    from ocsp_stapler.standalone.sync import Source, run_sync  # noqa: PLC0415
+
+    if nginx_pidfile is not None and nginx_include is None:
+        raise click.UsageError("--nginx-pidfile needs --nginx-include")
+    try:
+        settings = from_environment(OperatorSettings, os.environ)
+        argv = tuple(shlex.split(command)) if command else ()
+        source = Source.given(secret_dir=secret_dir, cert=cert, staple=staple, ca=ca,
+                              issuer=issuer, staple_key=settings.staple_key)  # fmt: skip
+    except (ConfigError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
+    configure_logging(settings.log_format)
+    delivery = Delivery(
+        staple_file=out,
+        haproxy_socket=haproxy_socket,
+        nginx_include=nginx_include,
+        nginx_pidfile=nginx_pidfile,
+        command=argv,
+    )
+    run = run_sync(source, delivery, settings=settings, clock=_now, poll=poll, once=once)
+    sys.exit(asyncio.run(run))

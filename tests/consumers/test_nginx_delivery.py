@@ -5,8 +5,6 @@ tests/operator/test_consumers.py)."""
 
 from __future__ import annotations
 
-import asyncio
-import datetime
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,19 +16,9 @@ from devcluster.responder import free_port
 from ocsp_stapler.consumers.delivery import Delivery
 from ocsp_stapler.consumers.errors import ConsumerError
 from support import nginx_servers
-from support.kube import wait_for
-from support.status_requests import stapled_this_update
+from support.status_requests import handshakes_across, served, utc
 
 HOST = "nginx.example.test"
-
-
-def _utc(**delta: float) -> datetime.datetime:
-    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
-    return now + datetime.timedelta(**delta)
-
-
-def _printed(when: datetime.datetime) -> str:
-    return f"{when:%b} {when.day:2d} {when:%H:%M:%S %Y} GMT"
 
 
 @pytest.fixture
@@ -70,16 +58,6 @@ def _configuration_valid(directory: Path) -> bool:
     return tested.returncode == 0
 
 
-async def _served(port: int, expected: str | None) -> None:
-    async def current() -> bool | None:
-        try:
-            return (await stapled_this_update(port, HOST)) == expected or None
-        except ConnectionError:
-            return None
-
-    await wait_for(current, what=f"nginx to staple {expected}")
-
-
 async def test_each_staple_reaches_nginx_by_reload_and_none_turns_stapling_off(
     site: tuple[Path, int, Issued], delivery: Delivery, pki: TestPKI
 ) -> None:
@@ -89,35 +67,20 @@ async def test_each_staple_reaches_nginx_by_reload_and_none_turns_stapling_off(
     process = _start(directory)
     next(process)
     try:
-        await _served(port, None)  # the pid file exists from here on
-        first_at, second_at = _utc(minutes=-10), _utc(minutes=-1)
-        first = pki.response(leaf, this_update=first_at, next_update=_utc(days=1))
+        await served(port, HOST, None)  # the pid file exists from here on
+        first_at, second_at = utc(minutes=-10), utc(minutes=-1)
+        first = pki.response(leaf, this_update=first_at, next_update=utc(days=1))
         await delivery.hand_over(first)
-        await _served(port, _printed(first_at))
+        await served(port, HOST, first_at)
 
-        seen: list[str | None] = []
-        failures: list[str] = []
-
-        async def handshakes() -> None:
-            for _ in range(30):  # bounded, across the reload
-                try:
-                    seen.append(await stapled_this_update(port, HOST))
-                except ConnectionError as exc:
-                    failures.append(str(exc))
-
-        async def refresh() -> None:
-            await asyncio.sleep(0.2)
-            await delivery.hand_over(
-                pki.response(leaf, this_update=second_at, next_update=_utc(days=1))
-            )
-
-        await asyncio.gather(handshakes(), handshakes(), refresh())
-        assert failures == []
-        assert None not in seen
-        await _served(port, _printed(second_at))
+        second = pki.response(leaf, this_update=second_at, next_update=utc(days=1))
+        got = await handshakes_across(port, HOST, lambda: delivery.hand_over(second))
+        assert got.failures == []
+        assert None not in got.seen
+        await served(port, HOST, second_at)
 
         await delivery.hand_over(None)
-        await _served(port, None)
+        await served(port, HOST, None)
         assert not delivery.staple_file.exists()
         assert _configuration_valid(directory)  # a later reload or restart still works
     finally:
@@ -131,7 +94,7 @@ async def test_a_broken_pid_file_is_reported_and_the_include_still_written(
     assert delivery.nginx_pidfile is not None
     for content in (b"", b"not a pid\n", b"1\n", b"9" * 100):
         delivery.nginx_pidfile.write_bytes(content)
-        staple = pki.response(leaf, this_update=_utc(), next_update=_utc(days=1))
+        staple = pki.response(leaf, this_update=utc(), next_update=utc(days=1))
         with pytest.raises(ConsumerError, match="nginx.pid"):
             await delivery.hand_over(staple)
         assert "ssl_stapling_file" in (directory / "stapling.conf").read_text()
@@ -145,15 +108,15 @@ async def test_nginx_not_running_yet_is_no_error(
     that is gone, the include is written and nginx reads it when it starts."""
     directory, port, leaf = site
     assert delivery.nginx_pidfile is not None
-    staple_at = _utc(minutes=-3)
+    staple_at = utc(minutes=-3)
     await delivery.hand_over(None)
     delivery.nginx_pidfile.write_text(f"{_gone_pid()}\n")
-    await delivery.hand_over(pki.response(leaf, this_update=staple_at, next_update=_utc(days=1)))
+    await delivery.hand_over(pki.response(leaf, this_update=staple_at, next_update=utc(days=1)))
     delivery.nginx_pidfile.unlink()
     process = _start(directory)
     next(process)
     try:
-        await _served(port, _printed(staple_at))
+        await served(port, HOST, staple_at)
     finally:
         next(process, None)
 
@@ -166,9 +129,7 @@ async def test_a_pid_file_naming_another_program_sends_it_no_signal(
     other = subprocess.Popen(["sleep", "30"])
     try:
         delivery.nginx_pidfile.write_text(f"{other.pid}\n")
-        await delivery.hand_over(
-            pki.response(site[2], this_update=_utc(), next_update=_utc(days=1))
-        )
+        await delivery.hand_over(pki.response(site[2], this_update=utc(), next_update=utc(days=1)))
         assert other.poll() is None  # SIGHUP would have ended sleep
     finally:
         other.kill()

@@ -17,10 +17,9 @@ from aiohttp import web
 from devcluster.pki import TestPKI
 from devcluster.responder import OpenSSLResponder
 
-from ocsp_stapler.controller.reconciler import tells_more
 from ocsp_stapler.k8s.client import ApiClient
 from ocsp_stapler.ocsp.queries import CertID
-from ocsp_stapler.ocsp.responses import CertStatus, verify_response
+from ocsp_stapler.ocsp.responses import CertStatus, tells_more, verify_response
 from support.clocks import FakeClock
 from support.kube import wait_for
 from support.operators import StartOperator

@@ -1,9 +1,16 @@
-"""What a real TLS client (``openssl s_client -status``) is stapled by a server on loopback."""
+"""What a real TLS client (``openssl s_client -status``) is stapled by a server on loopback,
+and the few ways the consumer tests look at it: wait for a staple, count failed handshakes
+across a switch."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import subprocess
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from support.kube import wait_for
 
 
 async def stapled_this_update(port: int, host: str) -> str | None:
@@ -22,3 +29,55 @@ async def stapled_this_update(port: int, host: str) -> str | None:
         if line.strip().startswith("This Update:"):
             return line.split(":", 1)[1].strip()
     raise AssertionError(f"a staple without thisUpdate:\n{got.stdout}")
+
+
+def utc(**delta: float) -> datetime.datetime:
+    """Now (whole seconds, as a response carries it) moved by ``delta``."""
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    return now + datetime.timedelta(**delta)
+
+
+def printed(when: datetime.datetime) -> str:
+    """How ``openssl s_client`` prints a time (``Dec  3 18:28:56 2026 GMT``)."""
+    return f"{when:%b} {when.day:2d} {when:%H:%M:%S %Y} GMT"
+
+
+async def served(port: int, host: str, expected: datetime.datetime | None, *,
+                 timeout: float = 10.0) -> None:  # fmt: skip
+    """Wait until the server staples the response of thisUpdate ``expected`` (None: none)."""
+    want = printed(expected) if expected is not None else None
+
+    async def current() -> bool | None:
+        try:
+            return (await stapled_this_update(port, host)) == want or None
+        except ConnectionError:
+            return None
+
+    await wait_for(current, timeout=timeout, what=f"{host}:{port} to staple {want}")
+
+
+@dataclass
+class Handshakes:
+    seen: list[str | None] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+async def handshakes_across(
+    port: int, host: str, change: Callable[[], Awaitable[object]], *, rounds: int = 30
+) -> Handshakes:
+    """Two clients handshaking ``rounds`` times each (bounded) while ``change`` runs."""
+    got = Handshakes()
+
+    async def client() -> None:
+        for _ in range(rounds):
+            try:
+                got.seen.append(await stapled_this_update(port, host))
+            except ConnectionError as exc:
+                got.failures.append(str(exc))
+
+    async def changing() -> None:
+        await asyncio.sleep(0.2)
+        await change()
+
+    await asyncio.gather(client(), client(), changing())
+    return got

@@ -70,7 +70,13 @@ from ocsp_stapler.k8s.client import Api, ApiError, Conflict, Invalid, NotFound, 
 from ocsp_stapler.names import CRD_API_VERSION, CRD_PLURAL, RESPONDER_URL
 from ocsp_stapler.ocsp import errors
 from ocsp_stapler.ocsp.queries import CertID
-from ocsp_stapler.ocsp.responses import CertStatus, Staple, claimed_expiry, verify_response
+from ocsp_stapler.ocsp.responses import (
+    CertStatus,
+    Staple,
+    claimed_expiry,
+    tells_more,
+    verify_response,
+)
 from ocsp_stapler.ocsp.schedules import after_failure, after_success, refresh_target
 from ocsp_stapler.ocsp.sharing import SingleFlight
 from ocsp_stapler.ocsp.stapling import Attempt, Fetched, obtain_staple, responder_urls
@@ -801,14 +807,6 @@ class Reconciler:
         """Wait until no work is due now (tests and benchmarks)."""
         await asyncio.sleep(0)
         await self.scheduler.idle()
-
-
-def tells_more(new: Staple, known: Staple) -> bool:
-    """Whether ``new`` tells more than ``known``: newer, or as new and revoked where the other
-    is not (a CA that rounds thisUpdate can sign both within one second)."""
-    if new.this_update != known.this_update:
-        return new.this_update > known.this_update
-    return new.status is CertStatus.REVOKED and known.status is not CertStatus.REVOKED
 
 
 def _namespace_of(ref: SecretRef) -> str:

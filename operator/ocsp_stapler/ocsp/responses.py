@@ -483,3 +483,11 @@ def claimed_expiry(
     except Exception as exc:
         raise ResponseMalformed(f"malformed response: {exc}") from None
     return max(ends)
+
+
+def tells_more(new: Staple, known: Staple) -> bool:
+    """Whether ``new`` tells more than ``known``: newer, or as new and revoked where the other
+    is not (a CA that rounds thisUpdate can sign both within one second)."""
+    if new.this_update != known.this_update:
+        return new.this_update > known.this_update
+    return new.status is CertStatus.REVOKED and known.status is not CertStatus.REVOKED

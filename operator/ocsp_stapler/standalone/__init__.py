@@ -1,0 +1,1 @@
+"""Staplers outside the operator: the sync sidecar (a Secret volume to nginx or HAProxy)."""
