@@ -402,6 +402,10 @@ def _file_option(name: str, text: str, **kwargs: Any) -> Callable[[_Command], _C
     help="Seconds between looks at the source.",
 )
 @click.option("--once", is_flag=True, help="Look once, hand over, exit (2 if a consumer failed).")
+@click.option("--health-port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="/healthz, /readyz and /metrics on this port (0: none).")  # fmt: skip
+@click.option("--health-address", default="0.0.0.0", show_default=True,  # noqa: S104
+              help="The address the health port listens on.")  # fmt: skip
 def sync_command(
     *,
     secret_dir: Path | None,
@@ -416,6 +420,8 @@ def sync_command(
     command: str | None,
     poll: float,
     once: bool,
+    health_port: int,
+    health_address: str,
 ) -> None:
     """Bring each verified staple from a mounted Secret to nginx, HAProxy or a command."""
     import shlex  # noqa: PLC0415
@@ -443,5 +449,6 @@ def sync_command(
         nginx_pidfile=nginx_pidfile,
         command=argv,
     )
-    run = run_sync(source, delivery, settings=settings, clock=_now, poll=poll, once=once)
+    run = run_sync(source, delivery, settings=settings, clock=_now, poll=poll, once=once,
+                   health=(health_address, health_port))  # fmt: skip
     sys.exit(asyncio.run(run))

@@ -14,7 +14,7 @@ import pytest
 from devcluster.pki import TestPKI
 
 from ocsp_stapler.consumers.errors import ConsumerError
-from ocsp_stapler.consumers.haproxy import set_ocsp_response
+from ocsp_stapler.consumers.haproxy import open_ocsp_slot, set_ocsp_response, withdraw_staple
 from support.haproxy_servers import Haproxy, running
 from support.status_requests import handshakes_across, printed, utc
 
@@ -81,6 +81,59 @@ async def test_haproxy_stops_stapling_five_minutes_before_next_update(
     four = pki.response(haproxy.leaf, this_update=utc(minutes=-1), next_update=utc(minutes=4))
     await set_ocsp_response(haproxy.socket, four)
     assert await haproxy.this_update() is None
+
+
+async def test_without_an_ocsp_file_at_start_a_slot_is_opened_and_the_push_served(
+    pki: TestPKI,
+) -> None:
+    """Measured: HAProxy started with no .ocsp file refuses every push for that certificate;
+    an empty .ocsp certificate transaction opens the slot, and repeating it while a staple is
+    held keeps the staple (no failed handshake either way)."""
+    leaf = pki.leaf(HOST)
+    with running(pki, leaf, HOST) as haproxy:
+        await haproxy.answering()
+        at = utc(minutes=-3)
+        staple = pki.response(leaf, this_update=at, next_update=utc(days=1))
+        with pytest.raises(ConsumerError, match="does not match"):
+            await set_ocsp_response(haproxy.socket, staple)
+        crt = haproxy.dir / "site.pem"
+        await set_ocsp_response(haproxy.socket, staple, certificate=crt)
+        assert await haproxy.this_update() == printed(at)
+        got = await handshakes_across(
+            haproxy.port, HOST, lambda: open_ocsp_slot(haproxy.socket, crt), rounds=10
+        )
+        assert got.failures == []
+        assert set(got.seen) == {printed(at)}
+        with pytest.raises(ConsumerError, match="opened no OCSP slot"):
+            await open_ocsp_slot(haproxy.socket, haproxy.dir / "not-served.pem")
+        with pytest.raises(ConsumerError, match="cannot be named"):
+            await open_ocsp_slot(haproxy.socket, Path("/tmp/a b.pem"))
+
+
+async def test_a_withdrawn_staple_is_no_longer_served_and_the_next_push_is(
+    haproxy: Haproxy, pki: TestPKI
+) -> None:
+    """A still-valid staple dropped by a certificate transaction (HAProxy itself would serve
+    it until 5 minutes before its nextUpdate), with no failed handshake; the next push works."""
+    await haproxy.answering()
+    crt = haproxy.dir / "site.pem"
+    good_at = utc(minutes=-5)
+    await set_ocsp_response(haproxy.socket,
+                            pki.response(haproxy.leaf, this_update=good_at, next_update=utc(days=1)))  # fmt: skip
+    assert await haproxy.this_update() == printed(good_at)
+    got = await handshakes_across(
+        haproxy.port, HOST, lambda: withdraw_staple(haproxy.socket, crt), rounds=10
+    )
+    assert got.failures == []
+    assert await haproxy.this_update() is None
+    again_at = utc(minutes=-1)
+    again = pki.response(haproxy.leaf, this_update=again_at, next_update=utc(days=1))
+    await set_ocsp_response(haproxy.socket, again)  # the slot is open again: no certificate= needed
+    assert await haproxy.this_update() == printed(again_at)
+    cert_only = haproxy.dir / "cert-only.pem"
+    cert_only.write_bytes(pki.chain_pem(haproxy.leaf))
+    with pytest.raises(ConsumerError, match="with its key"):
+        await withdraw_staple(haproxy.socket, cert_only)
 
 
 async def test_an_absent_or_silent_haproxy_is_a_consumer_error(tmp_path: Path) -> None:

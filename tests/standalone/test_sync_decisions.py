@@ -60,7 +60,7 @@ def test_a_revocation_signed_in_the_same_second_is_handed_over(staple: Staple) -
 def test_the_handed_staple_goes_at_its_expiry_and_with_its_certificate(staple: Staple) -> None:
     held = _at(staple, NOW - HOUR)
     at_expiry = held.expires_at
-    assert choose(Verdict(CERT, None), HandedOver(held, CERT), at_expiry) is None
+    assert choose(Verdict(CERT, None, rejected=True), HandedOver(held, CERT), at_expiry) is None
     assert choose(Verdict(CERT, held), HandedOver(held, CERT), at_expiry) is None
     assert choose(Verdict(OTHER, None), HandedOver(held, CERT), NOW) is None
     # Of the replaced certificate, even when newer than nothing: the new one's own is taken.
@@ -74,3 +74,16 @@ def test_none_is_said_once(staple: Staple) -> None:
     assert isinstance(choose(Verdict(CERT, expired), HandedOver(None, CERT), NOW), Keep)
     # A certificate that cannot be read: what was handed for the old one still goes.
     assert choose(Verdict(None, None), HandedOver(_at(staple, NOW), CERT), NOW) is None
+
+
+def test_a_withdrawn_staple_takes_the_handed_one_away_and_a_rejected_one_does_not(
+    staple: Staple,
+) -> None:
+    """The operator removed the staple from the Secret (or the CA says revoked and the
+    policy is remove): consumers must staple nothing now, not the last good answer until its
+    expiry. Garbage or another certificate's staple in the file changes nothing."""
+    handed = HandedOver(_at(staple, NOW - HOUR), CERT)
+    assert choose(Verdict(CERT, None, "no staple", withdrawn=True), handed, NOW) is None
+    assert isinstance(choose(Verdict(CERT, None, "garbled", rejected=True), handed, NOW), Keep)
+    told_none = HandedOver(None, CERT)
+    assert isinstance(choose(Verdict(CERT, None, withdrawn=True), told_none, NOW), Keep)

@@ -2,9 +2,11 @@
 
 The order matters on a bad day: the staple file is written before anything points at it, and
 when no valid staple exists nginx is first told to staple nothing, then the file goes (its
-configuration test never sees a directive naming a missing file). HAProxy needs no command
-then: it never staples an expired response (``consumers.haproxy``). Every consumer is tried,
-and the failures are reported together, so one broken consumer does not starve the others.
+configuration test never sees a directive naming a missing file), and HAProxy drops the
+response it holds (``consumers.haproxy.withdraw_staple``; it would stop stapling an expired
+one by itself, but not a revoked or removed one that is still within its validity). Every
+consumer is tried, and the failures are reported together, so one broken consumer does not
+starve the others.
 """
 
 from __future__ import annotations
@@ -26,6 +28,14 @@ class Delivery:
     nginx_pidfile: Path | None = None
     command: tuple[str, ...] = ()
 
+    @property
+    def haproxy_certificate(self) -> Path | None:
+        """HAProxy reads ``<crt>.ocsp`` next to ``<crt>``: the staple file names the crt."""
+        name = self.staple_file.name
+        if not name.endswith(".ocsp") or name == ".ocsp":
+            return None
+        return self.staple_file.with_name(name[: -len(".ocsp")])
+
     async def hand_over(self, der: bytes | None) -> None:
         """Give consumers ``der`` (None: no valid staple); ``ConsumerError`` naming each one
         that failed (a staple that could not be written reaches no one)."""
@@ -43,8 +53,12 @@ class Delivery:
         try:
             if der is None:
                 remove_file(self.staple_file)
+                if self.haproxy_socket is not None and self.haproxy_certificate is not None:
+                    await haproxy.withdraw_staple(self.haproxy_socket, self.haproxy_certificate)
             elif self.haproxy_socket is not None:
-                await haproxy.set_ocsp_response(self.haproxy_socket, der)
+                await haproxy.set_ocsp_response(
+                    self.haproxy_socket, der, certificate=self.haproxy_certificate
+                )
         except ConsumerError as exc:
             problems.append(str(exc))
         if self.command:

@@ -9,7 +9,19 @@ HAProxy 2.6 (tests/consumers/test_haproxy.py):
 * it stops stapling a response 5 minutes before its nextUpdate (its clock-skew margin), and
   starts with an expired ``.ocsp`` file by ignoring it: an expired staple is never served, so
   "no valid staple" needs no command (2.6 has none to delete one);
-* the pushed response lives in memory only, so the file is written too (a reload reads it).
+* the pushed response lives in memory only, so the file is written too (a reload reads it);
+* it refuses every push ("Certificate ID does not match any certificate or issuer") for a
+  certificate that had no ``.ocsp`` file when it started, until a certificate transaction
+  with an empty ``<crt>.ocsp`` payload (``set ssl cert`` + ``commit ssl cert``) opens the
+  certificate's OCSP slot; that transaction leaves a staple already held in place. So a
+  sidecar that starts after HAProxy, or an HAProxy started while no valid staple existed,
+  still gets each staple with no reload and no expired file written to make room for it;
+* a transaction replacing the certificate with its own file (``set ssl cert <crt> <<PEM``,
+  ``commit``) drops the response it held: that is how "there is no valid staple now" (a
+  revocation under ``revokedAction: remove``, a staple the operator removed) reaches a
+  running HAProxy before the old response expires (``withdraw_staple``). The slot is then
+  opened again for the next staple. The file holds the private key: it is sent to HAProxy's
+  own admin socket, which loaded it anyway, and never logged.
 
 The answer is read whole (HAProxy closes the connection after one command) within a bounded
 size and time; anything but "OCSP Response updated" is a refusal, reported with HAProxy's words.
@@ -32,25 +44,96 @@ MAX_COMMAND = 15 * 1024
 """HAProxy reads one command line into a buffer of ``tune.bufsize`` (16 KiB by default)."""
 
 
-async def set_ocsp_response(socket_path: Path, der: bytes, *, within: float = TIMEOUT) -> None:
-    """Hand ``der`` to the HAProxy listening on ``socket_path`` (``ConsumerError`` if refused)."""
+NO_SLOT = "does not match any certificate"
+COMMITTED = "Success!"
+
+
+async def set_ocsp_response(
+    socket_path: Path, der: bytes, *, within: float = TIMEOUT, certificate: Path | None = None
+) -> None:
+    """Hand ``der`` to the HAProxy listening on ``socket_path`` (``ConsumerError`` if refused).
+
+    ``certificate``: the ``crt`` path as HAProxy's configuration names it; given, a refusal
+    for want of an OCSP slot opens one and pushes again (once)."""
     command = b"set ssl ocsp-response " + base64.b64encode(der) + b"\n"
     if len(command) > MAX_COMMAND:
         raise ConsumerError(
             f"the staple ({len(der)} bytes) is too large for one HAProxy runtime API command"
         )
+    answer = await _ask(socket_path, command, within)
+    if UPDATED not in answer and NO_SLOT in answer and certificate is not None:
+        await open_ocsp_slot(socket_path, certificate, within=within)
+        answer = await _ask(socket_path, command, within)
+    if UPDATED not in answer:
+        raise ConsumerError(f"HAProxy at {socket_path} refused the staple: {_said(answer)}")
+
+
+async def open_ocsp_slot(socket_path: Path, certificate: Path, *, within: float = TIMEOUT) -> None:
+    """Make HAProxy keep an OCSP response for ``certificate`` (see the module's notes)."""
+    name = _command_name(certificate)
+    await _ask(socket_path, f"set ssl cert {name}.ocsp <<\n\n".encode(), within)
+    answer = await _ask(socket_path, f"commit ssl cert {name}\n".encode(), within)
+    if COMMITTED not in answer:
+        raise ConsumerError(
+            f"HAProxy at {socket_path} opened no OCSP slot for {name}: {_said(answer)}"
+        )
+
+
+MAX_CERTIFICATE_FILE = 64 * 1024
+"""A chain and its key; HAProxy's command buffer could not take more anyway."""
+
+
+async def withdraw_staple(socket_path: Path, certificate: Path, *, within: float = TIMEOUT) -> None:
+    """Make HAProxy staple nothing for ``certificate`` until the next push."""
+    name = _command_name(certificate)
+    pem = _certificate_payload(certificate)
+    await _ask(socket_path, f"set ssl cert {name} <<\n".encode() + pem + b"\n\n", within)
+    answer = await _ask(socket_path, f"commit ssl cert {name}\n".encode(), within)
+    if COMMITTED not in answer:
+        await _ask(socket_path, f"abort ssl cert {name}\n".encode(), within)
+        raise ConsumerError(
+            f"HAProxy at {socket_path} did not drop the staple of {name}: {_said(answer)}"
+        )
+    await open_ocsp_slot(socket_path, certificate, within=within)
+
+
+def _certificate_payload(certificate: Path) -> bytes:
+    """The certificate file as one runtime API payload (a blank line would end it)."""
+    try:
+        with certificate.open("rb") as handle:
+            data = handle.read(MAX_CERTIFICATE_FILE + 1)
+    except OSError as exc:
+        raise ConsumerError(f"cannot read HAProxy's certificate {certificate}: "
+                            f"{exc.strerror or exc}") from None  # fmt: skip
+    if len(data) > MAX_CERTIFICATE_FILE or b"PRIVATE KEY-----" not in data:
+        raise ConsumerError(
+            f"{certificate} is not a certificate with its key in one PEM file of at most "
+            f"{MAX_CERTIFICATE_FILE} bytes: HAProxy cannot be told to drop its staple"
+        )
+    return b"\n".join(line for line in data.splitlines() if line.strip())
+
+
+def _command_name(certificate: Path) -> str:
+    name = str(certificate)
+    if not name or any(c.isspace() or not c.isprintable() for c in name):
+        raise ConsumerError(f"HAProxy's certificate path {name!r} cannot be named in a command")
+    return name
+
+
+def _said(answer: str) -> str:
+    return " ".join(answer.split())[:200] or "nothing"
+
+
+async def _ask(socket_path: Path, command: bytes, within: float) -> str:
     try:
         async with asyncio.timeout(within):
-            answer = await _exchange(socket_path, command)
+            return await _exchange(socket_path, command)
     except TimeoutError:
         raise ConsumerError(f"HAProxy at {socket_path} did not answer within {within} s") from None
     except OSError as exc:
         raise ConsumerError(
             f"cannot reach HAProxy at {socket_path}: {exc.strerror or exc}"
         ) from None
-    if UPDATED not in answer:
-        said = " ".join(answer.split())[:200] or "nothing"
-        raise ConsumerError(f"HAProxy at {socket_path} refused the staple: {said}")
 
 
 async def _exchange(socket_path: Path, command: bytes) -> str:

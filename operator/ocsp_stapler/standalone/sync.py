@@ -28,6 +28,7 @@ import datetime
 import logging
 import os
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,7 @@ from ocsp_stapler.ocsp.responses import (
 )
 from ocsp_stapler.ocsp.stapling import Attempt, resolve_issuer
 from ocsp_stapler.ocsp.transport import Fetch
+from ocsp_stapler.standalone.health import SyncMetrics, health_server
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +129,12 @@ class Verdict:
     problem: str | None = None
     retryable: bool = False
     """Whether looking again without a change can help (a caIssuers download failed)."""
+    rejected: bool = False
+    """A staple was there, and is not one to hand over (invalid, foreign, unwanted)."""
+    withdrawn: bool = False
+    """The source says no staple must be served: none is there (the operator removed it),
+    or it is a verified revocation and ``revokedAction`` is remove. A staple handed over
+    before goes too; a rejected one (garbled, foreign, ``unknown``) leaves it in place."""
 
 
 @dataclass(frozen=True)
@@ -149,7 +157,10 @@ def choose(
     """
     current = handed.staple if handed is not None else None
     if current is not None and (
-        handed is None or handed.cert_sha256 != verdict.cert_sha256 or not current.valid_at(now)
+        handed is None
+        or handed.cert_sha256 != verdict.cert_sha256
+        or not current.valid_at(now)
+        or verdict.withdrawn
     ):
         current = None  # another certificate's, or expired: it must go
     new = verdict.staple
@@ -190,6 +201,7 @@ class Sidecar:
         revoked_action: RevokedAction = "staple",
         clock: Callable[[], datetime.datetime],
         attempt: Callable[[], Attempt] = Attempt,
+        metrics: SyncMetrics | None = None,
     ) -> None:
         self.source = source
         self.delivery = delivery
@@ -198,6 +210,7 @@ class Sidecar:
         self.revoked_action = revoked_action
         self.clock = clock
         self.attempt = attempt
+        self.metrics = metrics or SyncMetrics()
         self.handed: HandedOver | None = None
         self._issuers: dict[str, x509.Certificate] = {}
         self._said: str | None = None
@@ -217,27 +230,33 @@ class Sidecar:
                 return Verdict(None, None, f"{self.source.cert} is missing")
             chain = assemble_chain(crt, _read(self.source.ca))
             cert_sha256 = sha256_hex(chain.leaf)
+            staple_der = _read(self.source.staple)
         except errors.OCSPError as exc:
             return Verdict(None, None, str(exc))
+        if not staple_der:
+            return Verdict(cert_sha256, None, f"no staple in {self.source.staple}",
+                           withdrawn=True)  # fmt: skip
         try:
-            staple_der = _read(self.source.staple)
-            if not staple_der:
-                return Verdict(cert_sha256, None, f"no staple in {self.source.staple}")
             issuer = await self._issuer(chain, cert_sha256)
-            staple = verify_response(
-                staple_der,
-                cert_id=CertID.of(chain.leaf, issuer),
-                issuer=issuer,
-                now=self.clock(),
-                policy=self.policy,
-            )
-        except errors.OCSPError as exc:
-            problem = f"the staple in {self.source.staple}: {exc}"
+        except errors.OCSPError as exc:  # a download may work next time
+            problem = f"the issuer of {self.source.cert}: {exc}"
             return Verdict(cert_sha256, None, problem, retryable=exc.retryable)
-        if staple.status is CertStatus.UNKNOWN or (
-            staple.status is CertStatus.REVOKED and self.revoked_action == "remove"
-        ):
-            return Verdict(cert_sha256, None, f"the staple says {staple.status}")
+        return self._judge(staple_der, chain.leaf, issuer, cert_sha256)
+
+    def _judge(
+        self, der: bytes, leaf: x509.Certificate, issuer: x509.Certificate, cert_sha256: str
+    ) -> Verdict:
+        try:
+            staple = verify_response(der, cert_id=CertID.of(leaf, issuer), issuer=issuer,
+                                     now=self.clock(), policy=self.policy)  # fmt: skip
+        except errors.OCSPError as exc:  # these bytes will not get better: wait for others
+            return Verdict(cert_sha256, None, f"the staple in {self.source.staple}: {exc}",
+                           rejected=True)  # fmt: skip
+        if staple.status is CertStatus.REVOKED and self.revoked_action == "remove":
+            return Verdict(cert_sha256, None, "the staple says revoked (revokedAction: remove)",
+                           rejected=True, withdrawn=True)  # fmt: skip
+        if staple.status is CertStatus.UNKNOWN:
+            return Verdict(cert_sha256, None, "the staple says unknown", rejected=True)
         return Verdict(cert_sha256, staple)
 
     async def _issuer(self, chain: Chain, cert_sha256: str) -> x509.Certificate:
@@ -263,7 +282,9 @@ class Sidecar:
         verdict = await self.verdict()
         self.retry_at = self.clock() + RETRY if verdict.retryable else None
         if verdict.problem is not None:
-            self._say(verdict.problem, level=logging.INFO)
+            self._say(verdict.problem, level=logging.WARNING if verdict.rejected else logging.INFO)
+        if verdict.rejected:
+            self.metrics.rejected.inc()
         wanted = choose(verdict, self.handed, self.clock())
         if not isinstance(wanted, Keep):
             try:
@@ -271,9 +292,11 @@ class Sidecar:
             except ConsumerError as exc:
                 self._say(f"the staple did not reach every consumer: {exc}")
                 self.handed = None  # what they hold is unknown: tell them again
+                self.metrics.failed()
                 self.retry_at = self.clock() + RETRY
                 return None
             self.handed = HandedOver(staple=wanted, cert_sha256=verdict.cert_sha256)
+            self.metrics.handed(wanted)
             if wanted is not None:
                 logger.info("handed over the staple of %s, good until %s",
                             verdict.cert_sha256, wanted.expires_at.isoformat())  # fmt: skip
@@ -287,11 +310,13 @@ class Sidecar:
         seen: tuple[object, ...] | None = None
         expires_at: datetime.datetime | None = None
         while not stop.is_set():
+            self.metrics.beat = time.monotonic()
             version, now = self.source.version(), self.clock()
             due = [t for t in (expires_at, self.retry_at) if t is not None]
             if version != seen or any(now >= t for t in due):
                 seen = version
                 expires_at = await self.step()
+                self.metrics.looks.inc()
                 due = [t for t in (expires_at, self.retry_at) if t is not None]
             # Wake for the next poll, or exactly at the expiry if that is sooner.
             wait = min([poll, *((t - self.clock()).total_seconds() for t in due)])
@@ -308,9 +333,16 @@ async def run_sync(
     clock: Callable[[], datetime.datetime],
     poll: float,
     once: bool,
+    health: tuple[str, int] = ("0.0.0.0", 0),  # noqa: S104 (probed from the pod network)
 ) -> int:
-    """The sidecar until SIGTERM (0), or one look with ``once`` (2: a consumer failed)."""
-    async with HttpFetcher(settings.fetch_settings()) as fetch:
+    """The sidecar until SIGTERM (0), or one look with ``once`` (2: a consumer failed);
+    ``health`` (address, port; port 0: none) serves /healthz, /readyz and /metrics."""
+    metrics = SyncMetrics()
+    address, port = health
+    async with (
+        HttpFetcher(settings.fetch_settings()) as fetch,
+        health_server(metrics, address=address, port=port, stale_after=max(60.0, 10 * poll)),
+    ):
         sidecar = Sidecar(
             source,
             delivery,
@@ -319,6 +351,7 @@ async def run_sync(
             revoked_action=settings.revoked_action,
             clock=clock,
             attempt=settings.attempt,
+            metrics=metrics,
         )
         if once:
             await sidecar.step()
