@@ -452,3 +452,74 @@ def sync_command(
     run = run_sync(source, delivery, settings=settings, clock=_now, poll=poll, once=once,
                    health=(health_address, health_port))  # fmt: skip
     sys.exit(asyncio.run(run))
+
+
+@main.command("staple")
+@click.argument("chains", nargs=-1, required=True,
+                type=click.Path(dir_okay=False, path_type=Path))  # fmt: skip
+@_file_option("--out", "The staple file (one chain only; default: <chain>.ocsp beside it).")
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write <chain file name>.ocsp here for each chain.")  # fmt: skip
+@_file_option("--haproxy-socket", "HAProxy's stats socket (level admin): staples pushed; each "
+              "chain file is the crt HAProxy serves.")  # fmt: skip
+@click.option("--exec", "command", help="Run this command (no shell) after each change.")
+@click.option("--poll", type=click.FloatRange(1, 86400), default=60.0, show_default=True,
+              help="Seconds between looks at the chain files (a renewal is seen).")  # fmt: skip
+@click.option("--once", is_flag=True,
+              help="One pass (cron, timers): 0 if every file holds a valid staple.")  # fmt: skip
+def staple_command(
+    *,
+    chains: tuple[Path, ...],
+    out: Path | None,
+    out_dir: Path | None,
+    haproxy_socket: Path | None,
+    command: str | None,
+    poll: float,
+    once: bool,
+) -> None:
+    """Keep a verified staple beside each certificate chain (PEM, issuer included or
+    reachable by caIssuers), for servers outside Kubernetes."""
+    import shlex  # noqa: PLC0415
+
+    from ocsp_stapler.config import ConfigError, from_environment  # noqa: PLC0415
+    from ocsp_stapler.consumers.delivery import Delivery  # noqa: PLC0415
+    from ocsp_stapler.controller.settings import OperatorSettings  # noqa: PLC0415
+    from ocsp_stapler.logs import configure_logging  # noqa: PLC0415
+    from ocsp_stapler.standalone.host import Certificate, run_host  # noqa: PLC0415
+
+    if out is not None and (out_dir is not None or len(chains) > 1):
+        raise click.UsageError("--out names one staple file: give one chain, or --out-dir")
+    if len({c.name for c in chains}) < len(chains) and out_dir is not None:
+        raise click.UsageError("with --out-dir, chain files need different names")
+    try:
+        settings = from_environment(OperatorSettings, os.environ)
+        argv = tuple(shlex.split(command)) if command else ()
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+    except (ConfigError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
+    except OSError as exc:
+        raise click.UsageError(f"cannot create --out-dir {out_dir}: {exc.strerror}") from None
+
+    def staple_file(chain: Path) -> Path:
+        if out is not None:
+            return out
+        if out_dir is not None:
+            return out_dir / f"{chain.name}.ocsp"
+        return chain.with_name(f"{chain.name}.ocsp")
+
+    certificates = [
+        Certificate(
+            chain_file=chain,
+            delivery=Delivery(
+                staple_file=staple_file(chain),
+                haproxy_socket=haproxy_socket,
+                command=argv,
+                haproxy_crt=chain,
+            ),
+        )
+        for chain in chains
+    ]
+    configure_logging(settings.log_format)
+    sys.exit(asyncio.run(run_host(certificates, settings=settings, clock=_now, poll=poll,
+                                  once=once)))  # fmt: skip

@@ -27,10 +27,14 @@ class Delivery:
     """With ``nginx_pidfile``: the include that names the staple file while it is valid."""
     nginx_pidfile: Path | None = None
     command: tuple[str, ...] = ()
+    haproxy_crt: Path | None = None
+    """The ``crt`` HAProxy serves; by default the staple file's name without ``.ocsp``."""
 
     @property
     def haproxy_certificate(self) -> Path | None:
         """HAProxy reads ``<crt>.ocsp`` next to ``<crt>``: the staple file names the crt."""
+        if self.haproxy_crt is not None:
+            return self.haproxy_crt
         name = self.staple_file.name
         if not name.endswith(".ocsp") or name == ".ocsp":
             return None

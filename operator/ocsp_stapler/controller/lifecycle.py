@@ -33,7 +33,9 @@ from typing import Literal
 
 from ocsp_stapler.controller.eventing import EventType
 from ocsp_stapler.controller.preparation import Preparation, Prepared, Unprepared
-from ocsp_stapler.ocsp.responses import CertStatus, Staple
+from ocsp_stapler.ocsp import errors
+from ocsp_stapler.ocsp.queries import CertID
+from ocsp_stapler.ocsp.responses import CertStatus, Staple, VerifyPolicy, verify_response
 from ocsp_stapler.ocsp.stapling import Fetched
 
 RevokedAction = Literal["staple", "remove"]
@@ -144,6 +146,34 @@ def unwanted(staple: Staple, revoked_action: RevokedAction) -> bool:
     return staple.status is CertStatus.UNKNOWN or (
         staple.status is CertStatus.REVOKED and revoked_action == "remove"
     )
+
+
+def judge(
+    der: bytes,
+    prepared: Prepared,
+    *,
+    now: datetime.datetime,
+    policy: VerifyPolicy,
+    revoked_action: RevokedAction,
+    where: str = "in the Secret",
+) -> Staple | Rejection:
+    """Rule 4's verdict on a staple found in the Secret (or a host's staple file): verified
+    and wanted, or why it cannot stay."""
+    try:
+        staple = verify_response(
+            der,
+            # Any answer naming our certificate, in any accepted hash, matches: a hostile
+            # first answer cannot choose the hash for us.
+            cert_id=CertID.of(prepared.leaf, prepared.issuer),
+            issuer=prepared.issuer,
+            now=now,
+            policy=policy,
+        )
+    except errors.OCSPError as exc:
+        return Rejection("Warning", f"the staple {where} failed verification: {exc}")
+    if unwanted(staple, revoked_action):
+        return Rejection("Normal", f"the staple says {staple.status}")
+    return staple
 
 
 def _preparation_due(facts: Facts) -> bool:

@@ -119,6 +119,18 @@ async def prepare(
         chain, override = _parse(view)
     except errors.OCSPError as exc:
         return Unprepared(problem=exc)
+    return await prepare_chain(chain, override, fetch=fetch, attempt=attempt, issuers=issuers)
+
+
+async def prepare_chain(
+    chain: Chain,
+    override: str | None,
+    *,
+    fetch: Fetch,
+    attempt: Attempt,
+    issuers: Issuers,
+) -> Preparation:
+    """Find the responder and the issuer of a parsed chain (a Secret's, or a file's)."""
     leaf, cert_sha256 = chain.leaf, sha256_hex(chain.leaf)
     if not responder_urls(leaf, override):
         problem = errors.NoResponder(

@@ -58,7 +58,7 @@ from ocsp_stapler.controller.lifecycle import (
     Withdraw,
     Write,
     decide,
-    unwanted,
+    judge,
 )
 from ocsp_stapler.controller.metrics import Metrics
 from ocsp_stapler.controller.preparation import CertKey, Issuers, Prepared, Unprepared, prepare
@@ -69,13 +69,11 @@ from ocsp_stapler.controller.statuses import staple_object, status_of
 from ocsp_stapler.k8s.client import Api, ApiError, Conflict, Invalid, NotFound, resource_path
 from ocsp_stapler.names import CRD_API_VERSION, CRD_PLURAL, RESPONDER_URL
 from ocsp_stapler.ocsp import errors
-from ocsp_stapler.ocsp.queries import CertID
 from ocsp_stapler.ocsp.responses import (
     CertStatus,
     Staple,
     claimed_expiry,
     tells_more,
-    verify_response,
 )
 from ocsp_stapler.ocsp.schedules import after_failure, after_success, refresh_target
 from ocsp_stapler.ocsp.sharing import SingleFlight
@@ -370,24 +368,17 @@ class Reconciler:
         view = record.view
         if view.staple_b64 is None:
             return  # only the certificate annotation is there (it goes with the next write)
-        try:
-            staple = verify_response(
-                decode(view.staple_b64) or b"",
-                # Any answer naming our certificate, in any accepted hash, matches: a hostile
-                # first answer cannot choose the hash for us.
-                cert_id=CertID.of(prep.leaf, prep.issuer),
-                issuer=prep.issuer,
-                now=self.clock(),
-                policy=self.stapling.verify,
-            )
-        except errors.OCSPError as exc:
-            record.rejection = Rejection(
-                "Warning", f"the staple in the Secret failed verification: {exc}"
-            )
+        verdict = judge(
+            decode(view.staple_b64) or b"",
+            prep,
+            now=self.clock(),
+            policy=self.stapling.verify,
+            revoked_action=self.settings.revoked_action,
+        )
+        if isinstance(verdict, Rejection):
+            record.rejection = verdict
             return
-        if unwanted(staple, self.settings.revoked_action):
-            record.rejection = Rejection("Normal", f"the staple says {staple.status}")
-            return
+        staple = verdict
         record.held = record.newest = staple
         record.ever_stapled = True
         record.last_status = staple.status
