@@ -128,7 +128,9 @@ async def test_a_withdrawn_staple_is_no_longer_served_and_the_next_push_is(
     assert await haproxy.this_update() is None
     again_at = utc(minutes=-1)
     again = pki.response(haproxy.leaf, this_update=again_at, next_update=utc(days=1))
-    await set_ocsp_response(haproxy.socket, again)  # the slot is open again: no certificate= needed
+    with pytest.raises(ConsumerError, match="does not match"):
+        await set_ocsp_response(haproxy.socket, again)  # no slot any more ...
+    await set_ocsp_response(haproxy.socket, again, certificate=crt)  # ... until it is opened
     assert await haproxy.this_update() == printed(again_at)
     cert_only = haproxy.dir / "cert-only.pem"
     cert_only.write_bytes(pki.chain_pem(haproxy.leaf))
