@@ -402,6 +402,8 @@ def _file_option(name: str, text: str, **kwargs: Any) -> Callable[[_Command], _C
     help="Seconds between looks at the source.",
 )
 @click.option("--once", is_flag=True, help="Look once, hand over, exit (2 if a consumer failed).")
+@click.option("--expiry-margin", type=click.FloatRange(0, 3600), default=60.0, show_default=True,
+              help="Seconds before nextUpdate at which consumers let a staple go.")  # fmt: skip
 @click.option("--health-port", type=click.IntRange(0, 65535), default=0, show_default=True,
               help="/healthz, /readyz and /metrics on this port (0: none).")  # fmt: skip
 @click.option("--health-address", default="0.0.0.0", show_default=True,  # noqa: S104
@@ -420,6 +422,7 @@ def sync_command(
     command: str | None,
     poll: float,
     once: bool,
+    expiry_margin: float,
     health_port: int,
     health_address: str,
 ) -> None:
@@ -450,7 +453,8 @@ def sync_command(
         command=argv,
     )
     run = run_sync(source, delivery, settings=settings, clock=_now, poll=poll, once=once,
-                   health=(health_address, health_port))  # fmt: skip
+                   health=(health_address, health_port),
+                   expiry_margin=datetime.timedelta(seconds=expiry_margin))  # fmt: skip
     sys.exit(asyncio.run(run))
 
 

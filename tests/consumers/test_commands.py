@@ -11,6 +11,7 @@ import pytest
 from ocsp_stapler.consumers.commands import run_command
 from ocsp_stapler.consumers.delivery import Delivery
 from ocsp_stapler.consumers.errors import ConsumerError
+from support.unix_servers import stats_socket
 
 RECORD = (
     "import os, sys; open(sys.argv[1], 'a').write(os.environ['OCSP_STAPLER_STAPLE_FILE'] + '\\n')"
@@ -46,14 +47,25 @@ async def test_a_missing_program_is_a_consumer_error(tmp_path: Path) -> None:
 
 async def test_one_failing_consumer_does_not_stop_the_others(tmp_path: Path) -> None:
     log = tmp_path / "calls"
-    delivery = Delivery(
-        staple_file=tmp_path / "staple.der",
-        haproxy_socket=tmp_path / "no-haproxy.sock",
-        command=(sys.executable, "-c", RECORD, str(log)),
-    )
-    with pytest.raises(ConsumerError, match="cannot reach HAProxy"):
-        await delivery.hand_over(b"\x30\x00")
+    async with stats_socket(b"Unknown command.\n") as refusing:
+        delivery = Delivery(
+            staple_file=tmp_path / "staple.der",
+            haproxy_socket=refusing,
+            command=(sys.executable, "-c", RECORD, str(log)),
+        )
+        with pytest.raises(ConsumerError, match="refused the staple: Unknown command"):
+            await delivery.hand_over(b"\x30\x00")
     assert log.read_text() == f"{tmp_path / 'staple.der'}\n"  # the command still ran
+
+
+async def test_an_haproxy_not_running_yet_is_no_failure(tmp_path: Path) -> None:
+    """It reads the staple file, written first, when it starts."""
+    delivery = Delivery(staple_file=tmp_path / "site.pem.ocsp",
+                        haproxy_socket=tmp_path / "not-yet.sock")  # fmt: skip
+    await delivery.hand_over(b"\x30\x00")
+    assert delivery.staple_file.read_bytes() == b"\x30\x00"
+    await delivery.hand_over(None)
+    assert not delivery.staple_file.exists()
 
 
 async def test_a_staple_that_cannot_be_written_reaches_no_one(tmp_path: Path) -> None:

@@ -4,8 +4,8 @@ bad staples is measured, because the sidecar and the host mode rely on it."""
 
 from __future__ import annotations
 
-import asyncio
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 from devcluster.pki import TestPKI
 
-from ocsp_stapler.consumers.errors import ConsumerError
+from ocsp_stapler.consumers.errors import ConsumerError, NotRunning
 from ocsp_stapler.consumers.haproxy import open_ocsp_slot, set_ocsp_response, withdraw_staple
 from support.haproxy_servers import Haproxy, running
 from support.status_requests import handshakes_across, printed, utc
+from support.unix_servers import stats_socket
 
 HOST = "haproxy.example.test"
 
@@ -138,26 +139,23 @@ async def test_a_withdrawn_staple_is_no_longer_served_and_the_next_push_is(
         await withdraw_staple(haproxy.socket, cert_only)
 
 
-async def test_an_absent_or_silent_haproxy_is_a_consumer_error(tmp_path: Path) -> None:
-    with pytest.raises(ConsumerError, match="cannot reach HAProxy"):
+async def test_an_absent_haproxy_is_not_running_and_a_silent_one_an_error(tmp_path: Path) -> None:
+    """No socket, or a stale one (HAProxy exited): not running, it reads the file at start."""
+    with pytest.raises(NotRunning, match="not running"):
         await set_ocsp_response(tmp_path / "nothing.sock", b"\x30\x00")
-
-    done = asyncio.Event()
-
-    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.read(1)  # reads the command, never answers
-        await done.wait()
-        writer.close()
-
-    path = Path(tempfile.mkdtemp(prefix="sil-", dir="/tmp")) / "s.sock"
-    server = await asyncio.start_unix_server(silent, path=str(path))
+    async with stats_socket(None) as silent:
+        with pytest.raises(ConsumerError, match="did not answer") as raised:
+            await set_ocsp_response(silent, b"\x30\x00", within=0.3)
+        assert not isinstance(raised.value, NotRunning)
+    stale = Path(tempfile.mkdtemp(prefix="stale-", dir="/tmp")) / "s.sock"
     try:
-        with pytest.raises(ConsumerError, match="did not answer"):
-            await set_ocsp_response(path, b"\x30\x00", within=0.3)
+        listener = socket.socket(socket.AF_UNIX)
+        listener.bind(str(stale))
+        listener.close()  # the file stays, nobody listens
+        with pytest.raises(NotRunning):
+            await set_ocsp_response(stale, b"\x30\x00")
     finally:
-        done.set()
-        server.close()
-        shutil.rmtree(path.parent, ignore_errors=True)
+        shutil.rmtree(stale.parent, ignore_errors=True)
 
 
 async def test_a_staple_too_large_for_one_command_is_refused_unsent(tmp_path: Path) -> None:

@@ -71,7 +71,7 @@ async def test_each_staple_reaches_nginx_by_reload_and_none_turns_stapling_off(
         first_at, second_at = utc(minutes=-10), utc(minutes=-1)
         first = pki.response(leaf, this_update=first_at, next_update=utc(days=1))
         await delivery.hand_over(first)
-        await served(port, HOST, first_at)
+        await served(port, HOST, first_at, steady=5)  # the first workers (no staple) are gone
 
         second = pki.response(leaf, this_update=second_at, next_update=utc(days=1))
         got = await handshakes_across(port, HOST, lambda: delivery.hand_over(second))

@@ -5,6 +5,7 @@ are never handed over; an expired one stops being served."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from support.haproxy_servers import Haproxy, running
 from support.secret_volumes import publish
 from support.sidecars import CLI, sync_sidecar
 from support.status_requests import handshakes_across, printed, served, utc
+from support.unix_servers import stats_socket
 
 HOST = "sidecar.example.test"
 
@@ -127,21 +129,24 @@ def start_nginx(nginx_site: tuple[Path, int]) -> Iterator[object]:
         process.wait(timeout=10)
 
 
-async def test_nginx_stops_stapling_a_staple_at_its_next_update(
+async def test_nginx_stops_stapling_a_staple_before_its_next_update(
     pki: TestPKI, leaf: Issued, nginx_site: tuple[Path, int], start_nginx: object,
     tmp_path: Path,
 ) -> None:  # fmt: skip
     """nginx itself would staple the file past nextUpdate: the sidecar turns stapling off."""
     site, port = nginx_site
     at = utc(minutes=-1)
-    short = pki.response(leaf, this_update=at, next_update=utc(seconds=6))
+    next_update = utc(seconds=8)
+    short = pki.response(leaf, this_update=at, next_update=next_update)
     volume = _volume(tmp_path, pki, leaf, short)
-    with sync_sidecar(*_nginx_args(site, volume), log_dir=tmp_path) as sidecar:
+    args = [*_nginx_args(site, volume), "--expiry-margin", "2"]
+    with sync_sidecar(*args, log_dir=tmp_path) as sidecar:
         await sidecar.ready()  # the include exists: nginx can start
         assert callable(start_nginx)
         start_nginx()
         await served(port, HOST, at)
-        await served(port, HOST, None, timeout=20)  # at nextUpdate, bounded
+        await served(port, HOST, None, timeout=20)  # 2 s before nextUpdate, bounded
+        assert utc() < next_update  # let go before nextUpdate, not after
         assert not (site / "staple.der").exists()
         assert sidecar.metric("ocsp_stapler_sync_stapling") == 0
         assert "ssl_stapling_file" not in (site / "stapling.conf").read_text()
@@ -209,7 +214,7 @@ def _once(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=60, check=False)  # fmt: skip
 
 
-def test_once_exits_0_after_a_hand_over_and_2_when_a_consumer_failed(
+async def test_once_exits_0_after_a_hand_over_and_2_when_a_consumer_failed(
     pki: TestPKI, leaf: Issued, tmp_path: Path
 ) -> None:
     staple = pki.response(leaf, this_update=utc(), next_update=utc(days=1))
@@ -218,10 +223,14 @@ def test_once_exits_0_after_a_hand_over_and_2_when_a_consumer_failed(
     done = _once("--secret-dir", str(volume), "--out", str(out))
     assert done.returncode == 0, done.stderr
     assert out.read_bytes() == staple
-    failed = _once("--secret-dir", str(volume), "--out", str(out),
-                   "--haproxy-socket", str(tmp_path / "no-haproxy.sock"))  # fmt: skip
+    async with stats_socket(b"Permission denied.\n") as refusing:
+        failed = await asyncio.to_thread(_once, "--secret-dir", str(volume), "--out", str(out),
+                                         "--haproxy-socket", str(refusing))  # fmt: skip
     assert failed.returncode == 2
-    assert "cannot reach HAProxy" in failed.stderr
+    assert "refused the staple: Permission denied" in failed.stderr
+    not_yet = _once("--secret-dir", str(volume), "--out", str(out),
+                    "--haproxy-socket", str(tmp_path / "not-started.sock"))  # fmt: skip
+    assert not_yet.returncode == 0  # HAProxy reads the file when it starts
     usage = _once("--cert", str(volume / "tls.crt"), "--out", str(out))
     assert usage.returncode == 2
     assert "--secret-dir, or --cert and --staple" in usage.stderr

@@ -43,15 +43,20 @@ def printed(when: datetime.datetime) -> str:
 
 
 async def served(port: int, host: str, expected: datetime.datetime | None, *,
-                 timeout: float = 10.0) -> None:  # fmt: skip
-    """Wait until the server staples the response of thisUpdate ``expected`` (None: none)."""
+                 timeout: float = 10.0, steady: int = 1) -> None:  # fmt: skip
+    """Wait until the server staples the response of thisUpdate ``expected`` (None: none),
+    ``steady`` handshakes in a row (after an nginx reload, old workers answer for a moment)."""
     want = printed(expected) if expected is not None else None
+    in_a_row = 0
 
     async def current() -> bool | None:
+        nonlocal in_a_row
         try:
-            return (await stapled_this_update(port, host)) == want or None
+            same = (await stapled_this_update(port, host)) == want
         except ConnectionError:
-            return None
+            same = False
+        in_a_row = in_a_row + 1 if same else 0
+        return in_a_row >= steady or None
 
     await wait_for(current, timeout=timeout, what=f"{host}:{port} to staple {want}")
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ocsp_stapler.consumers import commands, haproxy, nginx
-from ocsp_stapler.consumers.errors import ConsumerError
+from ocsp_stapler.consumers.errors import ConsumerError, NotRunning
 from ocsp_stapler.consumers.files import remove_file, write_atomically
 
 
@@ -63,6 +63,8 @@ class Delivery:
                 await haproxy.set_ocsp_response(
                     self.haproxy_socket, der, certificate=self.haproxy_certificate
                 )
+        except NotRunning:
+            pass  # it reads the file (written, or removed, above) when it starts
         except ConsumerError as exc:
             problems.append(str(exc))
         if self.command:

@@ -25,8 +25,10 @@ HAProxy 2.6 (tests/consumers/test_haproxy.py):
   private key: it is sent to HAProxy's own admin socket, which loaded it anyway, and never
   logged.
 
-The answer is read whole (HAProxy closes the connection after one command) within a bounded
-size and time; anything but "OCSP Response updated" is a refusal, reported with HAProxy's words.
+No socket, or one nobody listens on, is ``NotRunning``: HAProxy reads the ``.ocsp`` file,
+written first, when it starts. The answer is read whole (HAProxy closes the connection after
+one command) within a bounded size and time; anything but "OCSP Response updated" is a
+refusal, reported with HAProxy's words.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import base64
 import contextlib
 from pathlib import Path
 
-from ocsp_stapler.consumers.errors import ConsumerError
+from ocsp_stapler.consumers.errors import ConsumerError, NotRunning
 
 TIMEOUT = 5.0
 """Seconds for connecting, sending and reading HAProxy's answer."""
@@ -87,6 +89,8 @@ MAX_CERTIFICATE_FILE = 64 * 1024
 
 async def withdraw_staple(socket_path: Path, certificate: Path, *, within: float = TIMEOUT) -> None:
     """Make HAProxy staple nothing for ``certificate`` until the next push."""
+    if not _present(socket_path):
+        raise NotRunning(f"HAProxy is not running at {socket_path}: no socket")
     name = _command_name(certificate)
     pem = _certificate_payload(certificate)
     await _ask(socket_path, f"set ssl cert {name} <<\n".encode() + pem + b"\n\n", within)
@@ -96,6 +100,10 @@ async def withdraw_staple(socket_path: Path, certificate: Path, *, within: float
         raise ConsumerError(
             f"HAProxy at {socket_path} did not drop the staple of {name}: {_said(answer)}"
         )
+
+
+def _present(path: Path) -> bool:
+    return path.exists()
 
 
 def _certificate_payload(certificate: Path) -> bytes:
@@ -131,6 +139,8 @@ async def _ask(socket_path: Path, command: bytes, within: float) -> str:
             return await _exchange(socket_path, command)
     except TimeoutError:
         raise ConsumerError(f"HAProxy at {socket_path} did not answer within {within} s") from None
+    except (FileNotFoundError, ConnectionRefusedError) as exc:
+        raise NotRunning(f"HAProxy is not running at {socket_path}: {exc.strerror}") from None
     except OSError as exc:
         raise ConsumerError(
             f"cannot reach HAProxy at {socket_path}: {exc.strerror or exc}"

@@ -12,9 +12,10 @@ staple it handed over expires, decides again (``choose``):
   ``unknown`` (nor ``revoked`` with ``revokedAction: remove``);
 * never backwards: a staple telling less than the one handed over is kept out while that one
   is valid;
-* a staple of the old certificate goes the moment the certificate changes, and an expired
-  one the moment it expires: consumers are then told there is none (nginx stops stapling,
-  the file goes; HAProxy stops by itself, see ``consumers.haproxy``).
+* a staple of the old certificate goes the moment the certificate changes, one about to
+  expire a margin before its nextUpdate (``EXPIRY_MARGIN``), and one the Secret no longer
+  holds at once: consumers are then told there is none (nginx stops stapling, the file goes,
+  HAProxy drops it, see ``consumers.haproxy``).
 
 The issuer comes from the volume (``tls.crt``, ``ca.crt``), ``--issuer``, or the leaf's
 caIssuers URL through the guarded fetcher, once per certificate.
@@ -65,6 +66,11 @@ logger = logging.getLogger(__name__)
 
 RETRY = datetime.timedelta(seconds=30)
 """After a problem that looking again can fix (a caIssuers outage, a consumer that refused)."""
+
+EXPIRY_MARGIN = datetime.timedelta(seconds=60)
+"""Consumers are told to let a staple go this long before its nextUpdate: a reload takes a
+moment to reach every nginx worker, and a client's clock may run a little fast (HAProxy
+itself stops 5 minutes early)."""
 
 MAX_FILE = 1024 * 1024
 """No certificate bundle or staple in a Secret is this large (a Secret is at most 1 MiB)."""
@@ -202,6 +208,7 @@ class Sidecar:
         clock: Callable[[], datetime.datetime],
         attempt: Callable[[], Attempt] = Attempt,
         metrics: SyncMetrics | None = None,
+        expiry_margin: datetime.timedelta = EXPIRY_MARGIN,
     ) -> None:
         self.source = source
         self.delivery = delivery
@@ -211,6 +218,7 @@ class Sidecar:
         self.clock = clock
         self.attempt = attempt
         self.metrics = metrics or SyncMetrics()
+        self.expiry_margin = expiry_margin
         self.handed: HandedOver | None = None
         self._issuers: dict[str, x509.Certificate] = {}
         self._said: str | None = None
@@ -285,7 +293,9 @@ class Sidecar:
             self._say(verdict.problem, level=logging.WARNING if verdict.rejected else logging.INFO)
         if verdict.rejected:
             self.metrics.rejected.inc()
-        wanted = choose(verdict, self.handed, self.clock())
+        # Judged a margin ahead: consumers let go of a staple before its nextUpdate, not after
+        # (nginx's old workers keep the old staple for a moment after a reload).
+        wanted = choose(verdict, self.handed, self.clock() + self.expiry_margin)
         if not isinstance(wanted, Keep):
             try:
                 await self.delivery.hand_over(wanted.der if wanted is not None else None)
@@ -303,7 +313,7 @@ class Sidecar:
             else:
                 logger.info("no valid staple: consumers told to staple nothing")
         held = self.handed.staple if self.handed is not None else None
-        return held.expires_at if held is not None else None
+        return held.expires_at - self.expiry_margin if held is not None else None
 
     async def run(self, *, poll: float, stop: asyncio.Event) -> None:
         """Look at each change of the source, at each retry and at each expiry, until ``stop``."""
@@ -334,6 +344,7 @@ async def run_sync(
     poll: float,
     once: bool,
     health: tuple[str, int] = ("0.0.0.0", 0),  # noqa: S104 (probed from the pod network)
+    expiry_margin: datetime.timedelta = EXPIRY_MARGIN,
 ) -> int:
     """The sidecar until SIGTERM (0), or one look with ``once`` (2: a consumer failed);
     ``health`` (address, port; port 0: none) serves /healthz, /readyz and /metrics."""
@@ -352,6 +363,7 @@ async def run_sync(
             clock=clock,
             attempt=settings.attempt,
             metrics=metrics,
+            expiry_margin=expiry_margin,
         )
         if once:
             await sidecar.step()
