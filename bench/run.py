@@ -5,7 +5,7 @@ processes' own /proc counters (utime + stime of the whole process tree), which s
 busy 2-core machine where the load generator competes for the same cores. The results are
 printed as Markdown and written to bench/results.md with the date and the CPU model.
 
-  python bench/run.py [--quick] [--only tls|proxy|operator|fairness] [--scale 1000,10000]
+  python bench/run.py [--quick] [--only tls|proxy|operator|fairness|sync] [--scale 1000,10000]
 """
 
 from __future__ import annotations
@@ -903,13 +903,90 @@ async def _with_api(creds: Any, work: Any) -> None:
         await work(api)
 
 
+# --------------------------------------------------------------------------- sync sidecar
+
+
+def sync_latency(workdir: Path, rows: list[str], samples: int = 10) -> None:
+    """Seconds from a kubelet-style volume update to the new staple being served, through
+    the real ``ocsp-stapler sync`` (default poll) into the real HAProxy and nginx."""
+    sys.path.insert(0, str(REPO_ROOT / "tests"))
+    from support import nginx_servers  # noqa: PLC0415
+    from support.haproxy_servers import running as haproxy_running  # noqa: PLC0415
+    from support.secret_volumes import publish  # noqa: PLC0415
+    from support.sidecars import sync_sidecar  # noqa: PLC0415
+    from support.status_requests import printed, stapled_this_update, utc  # noqa: PLC0415
+
+    pki = TestPKI(workdir / "pki-sync", "ec")
+    host = "sync.bench.test"
+    base = utc(minutes=-30)
+
+    def stapled(port: int) -> str | None:
+        try:
+            return asyncio.run(stapled_this_update(port, host))
+        except ConnectionError:
+            return None  # not listening yet
+
+    def measure(port: int, volume: Path, leaf: Issued, offset: int) -> list[float]:
+        got = []
+        for i in range(samples):
+            this_update = base + datetime.timedelta(seconds=offset + i + 1)
+            staple = pki.response(leaf, this_update=this_update,
+                                  next_update=utc(days=1))  # fmt: skip
+            start = time.monotonic()
+            publish(volume, {"tls.crt": pki.chain_pem(leaf), "tls.ocsp-staple": staple})
+            want = printed(this_update)
+            wait_until("the new staple to be served", lambda: stapled(port) == want or None,
+                       timeout=30, every=0.02)  # fmt: skip
+            got.append(time.monotonic() - start)
+        return sorted(got)
+
+    def row(consumer: str, got: list[float]) -> None:
+        rows.append(f"| {consumer} | {len(got)} | {got[len(got) // 2] * 1000:.0f} ms | "
+                    f"{got[-1] * 1000:.0f} ms |")  # fmt: skip
+        print(rows[-1], flush=True)
+
+    leaf = pki.leaf(host)
+    volume = workdir / "sync-haproxy-volume"
+    publish(volume, {"tls.crt": pki.chain_pem(leaf), "tls.ocsp-staple": pki.response(
+        leaf, this_update=base, next_update=utc(days=1))})  # fmt: skip
+    with haproxy_running(pki, leaf, host) as haproxy, sync_sidecar(
+        "--secret-dir", str(volume), "--out", str(haproxy.ocsp_file),
+        "--haproxy-socket", str(haproxy.socket), log_dir=workdir, poll=None,
+    ):  # fmt: skip
+        wait_until("HAProxy to staple", lambda: stapled(haproxy.port), timeout=30)
+        row("HAProxy (runtime API push)", measure(haproxy.port, volume, leaf, 0))
+
+    site = workdir / "sync-nginx"
+    site.mkdir()
+    (site / "chain.pem").write_bytes(pki.chain_pem(leaf))
+    (site / "key.pem").write_bytes(leaf.key_pem)
+    port = free_port()
+    nginx_servers.write_conf(site, port=port, host=host,
+                             stapling=f"include {site}/stapling.conf;")  # fmt: skip
+    volume = workdir / "sync-nginx-volume"
+    publish(volume, {"tls.crt": pki.chain_pem(leaf), "tls.ocsp-staple": pki.response(
+        leaf, this_update=base, next_update=utc(days=1))})  # fmt: skip
+    with sync_sidecar("--secret-dir", str(volume), "--out", str(site / "staple.der"),
+                      "--nginx-include", str(site / "stapling.conf"),
+                      "--nginx-pidfile", str(site / "nginx.pid"),
+                      log_dir=workdir, poll=None):  # fmt: skip
+        wait_until("the include", lambda: (site / "stapling.conf").exists() or None)
+        server = subprocess.Popen(nginx_servers.command(site), stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)  # fmt: skip
+        try:
+            wait_until("nginx to staple", lambda: stapled(port), timeout=30)
+            row("nginx (graceful reload)", measure(port, volume, leaf, 100))
+        finally:
+            stop(server)
+
+
 # ---------------------------------------------------------------------------------- main
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="2 s runs, 1,000 Secrets only")
-    parser.add_argument("--only", choices=["tls", "proxy", "operator", "fairness"])
+    parser.add_argument("--only", choices=["tls", "proxy", "operator", "fairness", "sync"])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--scale", default="1000,10000")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results.md")
@@ -923,6 +1000,7 @@ def main() -> int:
     scale_rows: list[str] = []
     first_rows: list[str] = []
     fair_rows: list[str] = []
+    sync_rows: list[str] = []
     with (
         tempfile.TemporaryDirectory(prefix="ocsp-stapler-bench-") as tmp,
         running(Path(tmp) / "cluster") as cp,
@@ -935,7 +1013,10 @@ def main() -> int:
             operator_scale(cp, workdir, counts, scale_rows)
         if args.only in (None, "fairness"):
             fairness(cp, workdir, fair_rows)
-    report = render(tls_rows, proxy_rows, scale_rows, seconds, first_rows, staple_rows, fair_rows)
+        if args.only in (None, "sync"):
+            sync_latency(workdir, sync_rows)
+    report = render(tls_rows, proxy_rows, scale_rows, seconds, first_rows, staple_rows, fair_rows,
+                    sync_rows)  # fmt: skip
     print(report)
     args.out.write_text(report)
     return 0
@@ -949,6 +1030,7 @@ def render(
     first_rows: list[str] | None = None,
     staple_rows: list[str] | None = None,
     fair_rows: list[str] | None = None,
+    sync_rows: list[str] | None = None,
 ) -> str:
     today = datetime.date.today().isoformat()
     nginx_version = subprocess.run(
@@ -1004,6 +1086,15 @@ def render(
             "| load | Secrets, one at a time | median | slowest |",
             "|---|---|---|---|",
             *fair_rows,
+            "",
+        ]
+    if sync_rows:
+        lines += [
+            "## A refreshed staple through the sync sidecar (volume swap to served; poll 2 s)",
+            "",
+            "| consumer | refreshes | median | slowest |",
+            "|---|---|---|---|",
+            *sync_rows,
             "",
         ]
     if scale_rows:

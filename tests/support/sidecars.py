@@ -57,10 +57,14 @@ class Sidecar:
 
 
 @contextmanager
-def sync_sidecar(*args: str, env: dict[str, str] | None = None, log_dir: Path) -> Iterator[Sidecar]:
+def sync_sidecar(
+    *args: str, env: dict[str, str] | None = None, log_dir: Path, poll: float | None = 0.1
+) -> Iterator[Sidecar]:
+    """The sidecar looking every ``poll`` seconds (None: its default)."""
     port = free_port()
     log = log_dir / f"sidecar-{port}.log"
-    argv = [CLI, "sync", *args, "--poll", "0.1", "--health-port", str(port),
+    polling = ["--poll", str(poll)] if poll is not None else []
+    argv = [CLI, "sync", *args, *polling, "--health-port", str(port),
             "--health-address", "127.0.0.1"]  # fmt: skip
     with log.open("wb") as out:
         process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
