@@ -431,6 +431,7 @@ def sync_command(
 
     from ocsp_stapler.config import ConfigError, from_environment  # noqa: PLC0415
     from ocsp_stapler.consumers.delivery import Delivery  # noqa: PLC0415
+    from ocsp_stapler.consumers.errors import ConsumerError  # noqa: PLC0415
     from ocsp_stapler.controller.settings import OperatorSettings  # noqa: PLC0415
     from ocsp_stapler.logs import configure_logging  # noqa: PLC0415
     from ocsp_stapler.standalone.sync import Source, run_sync  # noqa: PLC0415
@@ -452,6 +453,10 @@ def sync_command(
         nginx_pidfile=nginx_pidfile,
         command=argv,
     )
+    try:
+        delivery.check_target()
+    except ConsumerError as exc:
+        raise click.UsageError(str(exc)) from None
     run = run_sync(source, delivery, settings=settings, clock=_now, poll=poll, once=once,
                    health=(health_address, health_port),
                    expiry_margin=datetime.timedelta(seconds=expiry_margin))  # fmt: skip
@@ -487,6 +492,7 @@ def staple_command(
 
     from ocsp_stapler.config import ConfigError, from_environment  # noqa: PLC0415
     from ocsp_stapler.consumers.delivery import Delivery  # noqa: PLC0415
+    from ocsp_stapler.consumers.errors import ConsumerError  # noqa: PLC0415
     from ocsp_stapler.controller.settings import OperatorSettings  # noqa: PLC0415
     from ocsp_stapler.logs import configure_logging  # noqa: PLC0415
     from ocsp_stapler.standalone.host import Certificate, run_host  # noqa: PLC0415
@@ -512,6 +518,9 @@ def staple_command(
             return out_dir / f"{chain.name}.ocsp"
         return chain.with_name(f"{chain.name}.ocsp")
 
+    outs = [staple_file(chain).absolute() for chain in chains]
+    if len(set(outs)) < len(outs) or set(outs) & {c.absolute() for c in chains}:
+        raise click.UsageError("each chain needs a staple file of its own, not a chain file")
     certificates = [
         Certificate(
             chain_file=chain,
@@ -524,6 +533,11 @@ def staple_command(
         )
         for chain in chains
     ]
+    try:
+        for certificate in certificates:
+            certificate.delivery.check_target()
+    except ConsumerError as exc:
+        raise click.UsageError(str(exc)) from None
     configure_logging(settings.log_format)
     sys.exit(asyncio.run(run_host(certificates, settings=settings, clock=_now, poll=poll,
                                   once=once)))  # fmt: skip

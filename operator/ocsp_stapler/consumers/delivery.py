@@ -17,6 +17,22 @@ from pathlib import Path
 from ocsp_stapler.consumers import commands, haproxy, nginx
 from ocsp_stapler.consumers.errors import ConsumerError, NotRunning
 from ocsp_stapler.consumers.files import remove_file, write_atomically
+from ocsp_stapler.ocsp.errors import OCSPError
+from ocsp_stapler.ocsp.responses import parse_response
+
+MAX_TARGET = 64 * 1024
+"""A staple is far smaller (HAProxy would not take one over 15 KiB)."""
+
+
+def looks_like_ocsp_response(data: bytes, *, oversized: bool = False) -> bool:
+    """Whether ``data`` parses as an OCSP response (DER); PEM, text, keys do not."""
+    if oversized:
+        return False
+    try:
+        parse_response(data)
+    except OCSPError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -39,6 +55,23 @@ class Delivery:
         if not name.endswith(".ocsp") or name == ".ocsp":
             return None
         return self.staple_file.with_name(name[: -len(".ocsp")])
+
+    def check_target(self) -> None:
+        """Refuse a staple file that already holds something else (a mistyped ``--out``
+        naming the certificate, its key, a configuration): it would be replaced or removed.
+        ``ConsumerError`` saying so; a missing file, or an OCSP response, is fine."""
+        try:
+            with self.staple_file.open("rb") as handle:
+                head = handle.read(MAX_TARGET + 1)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise ConsumerError(f"cannot read {self.staple_file}: {exc.strerror}") from None
+        if head and not looks_like_ocsp_response(head, oversized=len(head) > MAX_TARGET):
+            raise ConsumerError(
+                f"{self.staple_file} holds something other than an OCSP response: refusing "
+                "to replace or remove it (is it the certificate, or a configuration?)"
+            )
 
     async def hand_over(self, der: bytes | None) -> None:
         """Give consumers ``der`` (None: no valid staple); ``ConsumerError`` naming each one

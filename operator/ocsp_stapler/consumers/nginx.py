@@ -26,8 +26,12 @@ def stapling_include(staple_file: Path | None) -> str:
     """The include's text: the staple file while there is a valid one, else no stapling."""
     if staple_file is None:
         return "# ocsp-stapler: no valid staple now; nothing is stapled\n"
-    if any(c in str(staple_file) for c in ";{}\"'\\\n\r\t #$"):
-        raise ConsumerError(f"{staple_file}: a path nginx cannot take unquoted")
+    name = str(staple_file)
+    # Not UTF-8 (a surrogate-escaped byte): nginx could be given it, this text could not.
+    readable = name.isprintable() and not any("\udc80" <= c <= "\udcff" for c in name)
+    if any(c in name for c in ";{}\"'\\ #$") or not readable:
+        shown = os.fsencode(staple_file).decode("utf-8", "replace")
+        raise ConsumerError(f"{shown!r}: a path nginx cannot take unquoted")
     return (
         "# ocsp-stapler: rewritten for each new staple\n"
         f"ssl_stapling on;\nssl_stapling_file {staple_file};\n"

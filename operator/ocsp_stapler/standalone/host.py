@@ -47,10 +47,10 @@ from ocsp_stapler.ocsp.responses import CertStatus, Staple, claimed_expiry, tell
 from ocsp_stapler.ocsp.schedules import after_failure, after_success, refresh_target
 from ocsp_stapler.ocsp.stapling import Attempt, Fetched, obtain_staple
 from ocsp_stapler.ocsp.transport import Fetch
+from ocsp_stapler.standalone.files import read_small_file
 
 logger = logging.getLogger(__name__)
 
-MAX_FILE = 1024 * 1024
 REDELIVER = datetime.timedelta(seconds=30)
 """After a consumer refused a staple (HAProxy down, a failing command): try it again."""
 MAX_STEPS = 16
@@ -85,19 +85,6 @@ class Certificate:
         return self.held is not None and self.held.valid_at(now)
 
 
-def _read(path: Path) -> bytes | None:
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_FILE + 1)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise errors.ChainInvalid(f"cannot read {path}: {exc.strerror}") from None
-    if len(data) > MAX_FILE:
-        raise errors.ChainInvalid(f"{path} is larger than {MAX_FILE} bytes")
-    return data
-
-
 def _version(path: Path) -> object:
     try:
         st = os.stat(path)
@@ -126,7 +113,7 @@ class HostStapler:
         self.issuers = Issuers()
         for cert in self.certificates:
             try:
-                cert.staple_der = _read(cert.delivery.staple_file) or None
+                cert.staple_der = read_small_file(cert.delivery.staple_file) or None
             except errors.OCSPError as exc:
                 self._say(cert, f"the staple file cannot be read: {exc}")
 
@@ -173,8 +160,12 @@ class HostStapler:
         if version != cert.version:  # new, or renewed: prepare (and judge) again
             cert.version, cert.preparation, cert.judged = version, None, False
             cert.held, cert.rejection, cert.answer, cert.refresh_at = None, None, None, None
-        if cert.redeliver_at is not None and self.clock() >= cert.redeliver_at:
-            await self._hand_over(cert, cert.staple_der)
+        now = self.clock()
+        if cert.redeliver_at is not None and now >= cert.redeliver_at:
+            # Again what consumers must have: the held staple while valid, else nothing (an
+            # expired one is the lifecycle's to remove, never to hand over again).
+            held = cert.held if cert.held is not None and cert.held.valid_at(now) else None
+            await self._hand_over(cert, held.der if held is not None else None)
         attempt = self.settings.attempt()
         for _ in range(MAX_STEPS):
             action = lifecycle.decide(self._facts(cert))
@@ -207,12 +198,13 @@ class HostStapler:
                 cert.answer, cert.refresh_at = None, None
             case lifecycle.Refuse(answer=answer):
                 cert.answer = None
-                self._failed(cert, errors.CertificateUnknown(
+                retry_at = self._failed(cert, errors.CertificateUnknown(
                     f"{answer.responder_url} answered unknown"))  # fmt: skip
+                cert.refresh_at = retry_at or self.clock() + self.policy.max_interval
 
     async def _prepare(self, cert: Certificate, attempt: Attempt) -> None:
         try:
-            crt = _read(cert.chain_file)
+            crt = read_small_file(cert.chain_file)
             if crt is None:
                 raise errors.ChainInvalid(f"{cert.chain_file} is missing")
             chain = assemble_chain(crt, None)
@@ -326,10 +318,20 @@ class HostStapler:
 
     # ------------------------------------------------------------------------ running
 
+    async def process_isolated(self, cert: Certificate) -> datetime.datetime | None:
+        """``process``, with a failure of this certificate's kept to it: logged once, and
+        retried later, while every other certificate goes on."""
+        try:
+            return await self.process(cert)
+        except Exception as exc:
+            self._say(cert, f"internal error, retried in {REDELIVER.seconds} s: {exc!r}",
+                      level=logging.ERROR)  # fmt: skip
+            return self.clock() + REDELIVER
+
     async def run_once(self) -> bool:
         """Bring every certificate up to date once; whether each has a valid staple."""
         for cert in self.certificates:
-            await self.process(cert)
+            await self.process_isolated(cert)
         now = self.clock()
         return all(c.stapled(now) and c.redeliver_at is None for c in self.certificates)
 
@@ -341,7 +343,7 @@ class HostStapler:
                 due = wake.get(index, self.clock())
                 changed = _version(cert.chain_file) != seen.get(index)
                 if index not in wake or changed or (due is not None and self.clock() >= due):
-                    wake[index] = await self.process(cert)
+                    wake[index] = await self.process_isolated(cert)
                     seen[index] = cert.version
             times = [t for t in wake.values() if t is not None]
             wait = min([poll, *((t - self.clock()).total_seconds() for t in times)])

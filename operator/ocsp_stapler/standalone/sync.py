@@ -37,6 +37,7 @@ from typing import Literal
 
 from cryptography import x509
 
+from ocsp_stapler.consumers import commands, haproxy
 from ocsp_stapler.consumers.delivery import Delivery
 from ocsp_stapler.consumers.errors import ConsumerError
 from ocsp_stapler.controller.settings import OperatorSettings
@@ -60,6 +61,7 @@ from ocsp_stapler.ocsp.responses import (
 )
 from ocsp_stapler.ocsp.stapling import Attempt, resolve_issuer
 from ocsp_stapler.ocsp.transport import Fetch
+from ocsp_stapler.standalone.files import read_small_file
 from ocsp_stapler.standalone.health import SyncMetrics, health_server
 
 logger = logging.getLogger(__name__)
@@ -67,13 +69,14 @@ logger = logging.getLogger(__name__)
 RETRY = datetime.timedelta(seconds=30)
 """After a problem that looking again can fix (a caIssuers outage, a consumer that refused)."""
 
+STEP_BOUND = commands.TIMEOUT + 4 * haproxy.TIMEOUT + 60.0
+"""Seconds one look may take at worst (a command at its limit, every HAProxy command at its
+limit, a caIssuers download): /healthz calls the loop stuck only past this (plus 10 polls)."""
+
 EXPIRY_MARGIN = datetime.timedelta(seconds=60)
 """Consumers are told to let a staple go this long before its nextUpdate: a reload takes a
 moment to reach every nginx worker, and a client's clock may run a little fast (HAProxy
 itself stops 5 minutes early)."""
-
-MAX_FILE = 1024 * 1024
-"""No certificate bundle or staple in a Secret is this large (a Secret is at most 1 MiB)."""
 
 RevokedAction = Literal["staple", "remove"]
 
@@ -181,21 +184,6 @@ def choose(
     return None
 
 
-def _read(path: Path | None) -> bytes | None:
-    if path is None:
-        return None
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_FILE + 1)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise errors.ChainInvalid(f"cannot read {path}: {exc.strerror}") from None
-    if len(data) > MAX_FILE:
-        raise errors.ChainInvalid(f"{path} is larger than {MAX_FILE} bytes")
-    return data
-
-
 class Sidecar:
     def __init__(
         self,
@@ -233,12 +221,12 @@ class Sidecar:
 
     async def verdict(self) -> Verdict:
         try:
-            crt = _read(self.source.cert)
+            crt = read_small_file(self.source.cert)
             if crt is None:
                 return Verdict(None, None, f"{self.source.cert} is missing")
-            chain = assemble_chain(crt, _read(self.source.ca))
+            chain = assemble_chain(crt, read_small_file(self.source.ca))
             cert_sha256 = sha256_hex(chain.leaf)
-            staple_der = _read(self.source.staple)
+            staple_der = read_small_file(self.source.staple)
         except errors.OCSPError as exc:
             return Verdict(None, None, str(exc))
         if not staple_der:
@@ -273,7 +261,7 @@ class Sidecar:
         known = self._issuers.get(cert_sha256)
         if known is not None:
             return known
-        given = _read(self.source.issuer)
+        given = read_small_file(self.source.issuer)
         if given is not None:
             found = find_issuer(chain.leaf, load_certificates(given, what=str(self.source.issuer)))
             if found is None:
@@ -325,7 +313,11 @@ class Sidecar:
             due = [t for t in (expires_at, self.retry_at) if t is not None]
             if version != seen or any(now >= t for t in due):
                 seen = version
-                expires_at = await self.step()
+                try:
+                    expires_at = await self.step()
+                except Exception as exc:
+                    self._say(f"internal error, looking again in {RETRY.seconds} s: {exc!r}")
+                    self.retry_at = self.clock() + RETRY
                 self.metrics.looks.inc()
                 due = [t for t in (expires_at, self.retry_at) if t is not None]
             # Wake for the next poll, or exactly at the expiry if that is sooner.
@@ -352,7 +344,7 @@ async def run_sync(
     address, port = health
     async with (
         HttpFetcher(settings.fetch_settings()) as fetch,
-        health_server(metrics, address=address, port=port, stale_after=max(60.0, 10 * poll)),
+        health_server(metrics, address=address, port=port, stale_after=STEP_BOUND + 10 * poll),
     ):
         sidecar = Sidecar(
             source,
