@@ -20,7 +20,7 @@ import click
 from ocsp_stapler import __version__
 from ocsp_stapler.net.destinations import DestinationGuard
 from ocsp_stapler.net.fetching import FetchSettings, HttpFetcher
-from ocsp_stapler.ocsp.bundles import read_user_chain, staple_hint, validity_warning
+from ocsp_stapler.ocsp.bundles import UserChain, read_user_chain, staple_hint, validity_warning
 from ocsp_stapler.ocsp.chains import Chain
 from ocsp_stapler.ocsp.errors import IssuerNotFound, OCSPError, ResponseMalformed
 from ocsp_stapler.ocsp.queries import CertID
@@ -41,7 +41,8 @@ def _emit(report: Report, as_json: bool) -> None:
     elif report.error is None:
         click.echo(report.as_text())
     if report.error is not None:
-        click.echo(f"ocsp-stapler: {report.error}", err=True)
+        note = f" ({report.certificate_warning})" if report.certificate_warning else ""
+        click.echo(f"ocsp-stapler: {report.error}{note}", err=True)
     sys.exit(report.exit_code)
 
 
@@ -88,8 +89,21 @@ def _read(path: Path) -> bytes:
     return data
 
 
-def _failed(error: OCSPError, as_json: bool, url: str | None = None) -> None:
-    _emit(Report(staple=None, error=error, responder_url=url, refresh=None), as_json)
+def _failed(
+    error: OCSPError,
+    as_json: bool,
+    url: str | None = None,
+    *,
+    user: UserChain | None = None,
+    now: datetime.datetime | None = None,
+) -> None:
+    """The failure, with which certificate was taken as the leaf and whether it is itself
+    out of its validity (an expired certificate is often why a responder refuses)."""
+    leaf = user.leaf_note if user is not None else None
+    warning = validity_warning(user.chain.leaf, now or _now()) if user is not None else None
+    report = Report(staple=None, error=error, responder_url=url, refresh=None, leaf=leaf,
+                    certificate_warning=warning)  # fmt: skip
+    _emit(report, as_json)
 
 
 @click.group(cls=_JsonAwareGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -155,6 +169,7 @@ def check(
         total_timeout=timeout, connect_timeout=min(5.0, timeout), proxy=proxy, guard=guard
     )
     config = StaplingConfig(hash_name="sha256" if hash_name == "sha256" else "sha1", nonce=nonce)
+    user: UserChain | None = None
     try:
         user = read_user_chain(
             _read(chain),
@@ -164,13 +179,13 @@ def check(
         )
         fetched = asyncio.run(_fetch(user.chain, settings, config, url))
     except OCSPError as exc:
-        _failed(exc, as_json, url)
+        _failed(exc, as_json, url, user=user)
         return
     if out is not None:
         try:
             out.write_bytes(fetched.staple.der)
         except OSError as exc:
-            _failed(UsageProblem(f"cannot write {out}: {exc.strerror}"), as_json, url)
+            _failed(UsageProblem(f"cannot write {out}: {exc.strerror}"), as_json, url, user=user)
     report = Report(
         staple=fetched.staple,
         error=None,
@@ -230,6 +245,7 @@ def verify(
     """Verify an existing OCSP response offline against its certificate."""
     now = _now() if at is None else (at if at.tzinfo else at.replace(tzinfo=datetime.UTC))
     der = b""
+    user: UserChain | None = None
     try:
         der = _read(response_path)
         user = read_user_chain(
@@ -251,10 +267,10 @@ def verify(
     except ResponseMalformed as exc:
         hint = staple_hint(der)
         exc.message = f"{response_path}: " + (f"{hint} ({exc.message})" if hint else exc.message)
-        _failed(exc, as_json)
+        _failed(exc, as_json, user=user, now=now)
         return
     except OCSPError as exc:
-        _failed(exc, as_json)
+        _failed(exc, as_json, user=user, now=now)
         return
     _emit(
         Report(

@@ -119,6 +119,16 @@ def test_an_expired_certificate_is_flagged(pki: TestPKI, tmp_path: Path) -> None
     assert "warning:     the certificate expired at" in text.stdout
     doc = json.loads(_verify(staple, chain, "--json").stdout)
     assert doc["certificate_warning"].startswith("the certificate expired at")
+    # Failing, too: an expired certificate is often why (responders stop answering for it).
+    foreign = _staple(pki, pki.leaf("other.example.test"), tmp_path)
+    failed = _verify(foreign, chain)
+    assert failed.returncode == 2
+    assert "(the certificate expired at" in failed.stderr
+    assert len(failed.stderr.strip().splitlines()) == 1
+    doc = json.loads(_verify(foreign, chain, "--json").stdout)
+    assert doc["certificate_warning"].startswith("the certificate expired at")
+    assert doc["leaf"] is not None
+    assert doc["error"] is not None
 
 
 def test_a_staple_given_as_base64_or_pem_gets_a_hint(pki: TestPKI, tmp_path: Path) -> None:
