@@ -1,0 +1,181 @@
+"""Leader election on a ``coordination.k8s.io/v1`` Lease, the way client-go does it.
+
+Two or more operator replicas share one Lease; only its holder runs the reconciler. Why not
+kopf's peering: peering only pauses handlers when it sees a peer of higher priority, each
+replica still starts and runs its own reconciler, and a paused replica may have refreshes in
+flight; it is a courtesy between operators, not a fence. A Lease is the Kubernetes primitive
+for exactly one writer (cert-manager and controller-runtime use it), with optimistic
+concurrency on its resourceVersion.
+
+The timing argument (defaults: lease 15 s, renew deadline 10 s, retry 2 s):
+
+* the holder counts its leadership from the *start* of its last successful renewal, and
+  stops writing (``holds()`` turns false; the fenced API refuses writes) ``renew_deadline``
+  after it, whether or not it hears back;
+* a standby takes over only after it has seen the Lease unchanged for ``lease_duration``,
+  measured on its own monotonic clock from when *it* observed the change, which is after the
+  renewal started.
+
+So the old holder is silent for at least ``lease_duration - renew_deadline`` (5 s) before
+anyone else can hold the Lease, whatever the two machines' wall clocks say; only the rates
+of their monotonic clocks matter. A released Lease (holder cleared on SIGTERM) is taken at
+once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ocsp_stapler.k8s.client import ApiClient, ApiError, Conflict, NotFound, resource_path
+
+logger = logging.getLogger(__name__)
+
+
+def _micro_time(when: datetime.datetime) -> str:
+    return when.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class NotLeader(ApiError):
+    """A write refused because this process does not hold the Lease (any more)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(503, "NotLeader", message)
+
+
+class LeaderElector:
+    def __init__(
+        self,
+        api: ApiClient,
+        *,
+        namespace: str,
+        name: str,
+        identity: str,
+        lease_duration: float = 15.0,
+        renew_deadline: float = 10.0,
+        retry_period: float = 2.0,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
+    ) -> None:
+        if not retry_period < renew_deadline < lease_duration:
+            raise ValueError("leader election needs retry period < renew deadline < lease")
+        self.api = api
+        self.path = resource_path(api_version="coordination.k8s.io/v1", plural="leases",
+                                  namespace=namespace, name=name)  # fmt: skip
+        self.collection = resource_path(api_version="coordination.k8s.io/v1", plural="leases",
+                                        namespace=namespace)  # fmt: skip
+        self.name = name
+        self.identity = identity
+        self.lease_duration = lease_duration
+        self.renew_deadline = renew_deadline
+        self.retry_period = retry_period
+        self.monotonic = monotonic
+        self.wall = wall
+        self.renewed_at: float | None = None
+        """Monotonic time at the start of the last successful acquire or renewal."""
+        self._observed: tuple[Any, ...] | None = None
+        self._observed_at = 0.0
+        self.lost = asyncio.Event()
+
+    def holds(self) -> bool:
+        """Whether this process may write now (the fence)."""
+        at = self.renewed_at
+        return at is not None and self.monotonic() - at < self.renew_deadline
+
+    def _spec(self, *, acquire_time: str, transitions: int) -> dict[str, Any]:
+        return {
+            "holderIdentity": self.identity,
+            "leaseDurationSeconds": max(1, round(self.lease_duration)),
+            "acquireTime": acquire_time,
+            "renewTime": _micro_time(self.wall()),
+            "leaseTransitions": transitions,
+        }
+
+    async def try_once(self) -> bool:
+        """One acquire-or-renew attempt, bounded in time; whether this process holds it."""
+        start = self.monotonic()
+        try:
+            async with asyncio.timeout(self.renew_deadline - self.retry_period):
+                held = await self._try(start)
+        except (ApiError, OSError, TimeoutError) as exc:
+            logger.info("lease %s: attempt failed: %s", self.name, exc)
+            return False
+        if held:
+            self.renewed_at = start
+        return held
+
+    async def _try(self, start: float) -> bool:
+        try:
+            lease = await self.api.get(self.path)
+        except NotFound:
+            now = _micro_time(self.wall())
+            body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                    "metadata": {"name": self.name},
+                    "spec": self._spec(acquire_time=now, transitions=0)}  # fmt: skip
+            try:
+                await self.api.create(self.collection, body)
+            except Conflict:
+                return False  # another replica created it first
+            return True
+        spec = lease.get("spec") or {}
+        holder = spec.get("holderIdentity") or None
+        record = (holder, spec.get("renewTime"), spec.get("acquireTime"),
+                  spec.get("leaseTransitions"))  # fmt: skip
+        if record != self._observed:
+            self._observed, self._observed_at = record, start
+        duration = float(spec.get("leaseDurationSeconds") or self.lease_duration)
+        mine = holder == self.identity
+        if holder is not None and not mine and start - self._observed_at < duration:
+            return False  # held by another replica that renewed within its lease
+        transitions = int(spec.get("leaseTransitions") or 0) + (0 if mine else 1)
+        acquired = spec.get("acquireTime") if mine else _micro_time(self.wall())
+        body = {**lease, "spec": self._spec(acquire_time=acquired or "", transitions=transitions)}
+        try:
+            await self.api.replace(self.path, body)  # carries metadata.resourceVersion
+        except Conflict:
+            return False  # changed under us: look again next round
+        if not mine:
+            logger.info("lease %s acquired by %s (was %s)", self.name, self.identity, holder)
+        return True
+
+    async def acquire(self, stop: asyncio.Event) -> bool:
+        """Wait as a standby until this process holds the Lease (True) or ``stop`` (False)."""
+        while not stop.is_set():
+            if await self.try_once():
+                return True
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.retry_period):
+                    await stop.wait()
+        return False
+
+    async def keep(self) -> None:
+        """Renew every retry period; set ``lost`` (and return) once the fence has closed."""
+        while True:
+            await asyncio.sleep(self.retry_period)
+            await self.try_once()
+            if not self.holds():
+                logger.error("lease %s lost by %s: stopping (no write after this)",
+                             self.name, self.identity)  # fmt: skip
+                self.lost.set()
+                return
+
+    async def release(self) -> None:
+        """Give the Lease up (a clean stop): a standby takes it at its next try."""
+        if not self.holds():
+            return
+        self.renewed_at = None  # no write from here on, whatever the answer
+        with contextlib.suppress(ApiError, OSError, TimeoutError):
+            async with asyncio.timeout(self.retry_period):
+                lease = await self.api.get(self.path)
+                spec = lease.get("spec") or {}
+                if spec.get("holderIdentity") != self.identity:
+                    return
+                released = {**spec, "holderIdentity": None, "leaseDurationSeconds": 1,
+                            "renewTime": _micro_time(self.wall())}  # fmt: skip
+                await self.api.replace(self.path, {**lease, "spec": released})
+                logger.info("lease %s released by %s", self.name, self.identity)

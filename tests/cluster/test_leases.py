@@ -1,0 +1,107 @@
+"""Leader election (``k8s.leases``) against the real kube-apiserver's Lease API, with each
+replica's monotonic clock injected: the timing rules are checked exactly, without waiting,
+while creation races and resourceVersion conflicts are the real server's."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from ocsp_stapler.k8s.client import ApiClient
+from ocsp_stapler.k8s.leases import LeaderElector
+
+LEASE, DEADLINE, RETRY = 15.0, 10.0, 2.0
+
+
+class Mono:
+    """A monotonic clock that moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _elector(api: ApiClient, namespace: str, identity: str, clock: Mono) -> LeaderElector:
+    return LeaderElector(api, namespace=namespace, name="ocsp-stapler-operator",
+                         identity=identity, lease_duration=LEASE, renew_deadline=DEADLINE,
+                         retry_period=RETRY, monotonic=clock)  # fmt: skip
+
+
+async def test_one_holder_and_a_standby_takes_over_only_after_a_silent_lease(
+    api: ApiClient, namespace: str
+) -> None:
+    clock_a, clock_b = Mono(), Mono()
+    a, b = _elector(api, namespace, "a", clock_a), _elector(api, namespace, "b", clock_b)
+    assert await a.try_once()
+    assert a.holds()
+    assert not await b.try_once()  # first sight of a's record: its lease starts now for b
+    for _ in range(5):  # a keeps renewing: b never takes it, however long it waits
+        clock_a.now += RETRY
+        clock_b.now += LEASE + 1
+        assert await a.try_once()
+        assert not await b.try_once()
+    # a goes silent (killed, partitioned, stopped): it stops writing at its renew deadline ...
+    clock_a.now += DEADLINE
+    assert not a.holds()
+    # ... and b, whose clock ran the same, may take over only a lease later.
+    clock_b.now += DEADLINE
+    assert not await b.try_once()
+    clock_b.now += LEASE - DEADLINE
+    assert await b.try_once()
+    assert b.holds()
+    assert not a.holds()
+    lease = await api.get(b.path)
+    assert lease["spec"]["holderIdentity"] == "b"
+    assert lease["spec"]["leaseTransitions"] == 1
+    # a comes back: it sees b's record, not its own, and stays a standby.
+    assert not await a.try_once()
+    assert not a.holds()
+
+
+async def test_a_released_lease_is_taken_at_once(api: ApiClient, namespace: str) -> None:
+    clock_a, clock_b = Mono(), Mono()
+    a, b = _elector(api, namespace, "a", clock_a), _elector(api, namespace, "b", clock_b)
+    assert await a.try_once()
+    assert not await b.try_once()
+    await a.release()
+    assert not a.holds()  # the fence closes before the release is even sent
+    assert await b.try_once()  # no lease to wait out
+    assert (await api.get(b.path))["spec"]["holderIdentity"] == "b"
+
+
+async def test_racing_replicas_end_with_exactly_one_holder(api: ApiClient, namespace: str) -> None:
+    electors = [_elector(api, namespace, f"r{i}", Mono()) for i in range(4)]
+    won = await asyncio.gather(*(e.try_once() for e in electors))
+    assert sum(won) == 1  # the server's create (and resourceVersion) decide
+    holder = (await api.get(electors[0].path))["spec"]["holderIdentity"]
+    assert holder == f"r{won.index(True)}"
+
+
+async def test_keep_sets_lost_when_renewals_stop_succeeding(api: ApiClient, namespace: str) -> None:
+    """Renewals refused (the Lease taken over behind its back): ``lost`` is set and the fence
+    is closed, so the operator stops before the new holder starts."""
+    clock_a = Mono()
+    a = LeaderElector(api, namespace=namespace, name="kept", identity="a", lease_duration=3.0,
+                      renew_deadline=0.2, retry_period=0.05, monotonic=clock_a)  # fmt: skip
+    assert await a.try_once()
+    lease = await api.get(a.path)
+    lease["spec"]["holderIdentity"] = "intruder"
+    await api.replace(a.path, lease)
+    keeping = asyncio.create_task(a.keep())
+    for _ in range(100):  # bounded: the injected clock runs ahead of the renew deadline
+        clock_a.now += 0.05
+        await asyncio.sleep(0.06)
+        if keeping.done():
+            break
+    assert keeping.done()
+    assert a.lost.is_set()
+    assert not a.holds()
+
+
+def test_the_timing_must_leave_a_silent_gap() -> None:
+    with pytest.raises(ValueError, match="renew deadline < lease"):
+        LeaderElector(None, namespace="n", name="l", identity="i",  # type: ignore[arg-type]
+                      lease_duration=10, renew_deadline=10, retry_period=2)  # fmt: skip
