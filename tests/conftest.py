@@ -95,7 +95,9 @@ async def start_operator(
     """
     running: list[RunningOperator] = []
 
-    async def start(*, clock: FakeClock | None = None, **overrides: Any) -> RunningOperator:
+    async def start(
+        *, clock: FakeClock | None = None, wait_ready: bool = True, **overrides: Any
+    ) -> RunningOperator:
         defaults = {
             "namespaces": (namespace,),
             "metrics_port": 0,
@@ -107,7 +109,7 @@ async def start_operator(
             settings=settings, credentials=load_credentials(str(cluster.kubeconfig)), clock=clock
         )
         running.append(op)
-        return await op.start()
+        return await op.start(wait_ready=wait_ready)
 
     yield start
     for op in running:

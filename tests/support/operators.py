@@ -62,15 +62,21 @@ class RunningOperator:
             self.error = exc
             self.ready.set()
 
-    async def start(self) -> RunningOperator:
+    async def start(self, *, wait_ready: bool = True) -> RunningOperator:
+        """Start it; ``wait_ready`` False: return at once (a standby is never ready)."""
         self.thread = threading.Thread(target=self._main, name="operator", daemon=True)
         self.thread.start()
-        await asyncio.to_thread(self.ready.wait, 30)
+        if not wait_ready:
+            return self
+        await self.wait_ready()
+        return self
+
+    async def wait_ready(self, timeout: float = 30) -> None:
+        await asyncio.to_thread(self.ready.wait, timeout)
         if self.error is not None:
             raise self.error
         if not self.ready.is_set() or self.instance is None:
-            raise TimeoutError("the operator did not become ready in 30 s")
-        return self
+            raise TimeoutError(f"the operator did not become ready in {timeout} s")
 
     async def _in_operator(self, coro_factory: Callable[[], Awaitable[Any]]) -> Any:
         assert self.loop is not None

@@ -12,6 +12,10 @@ import asyncio
 import contextlib
 import datetime
 import logging
+import os
+import signal
+import socket
+import threading
 from collections.abc import AsyncIterator, Callable
 
 import kopf
@@ -24,11 +28,15 @@ from ocsp_stapler.controller.instance import OperatorInstance
 from ocsp_stapler.controller.metrics import Metrics
 from ocsp_stapler.controller.reconciler import Reconciler
 from ocsp_stapler.controller.settings import OperatorSettings
-from ocsp_stapler.k8s.client import ApiClient, Credentials
+from ocsp_stapler.k8s.client import Api, ApiClient, Credentials
+from ocsp_stapler.k8s.leases import FencedApi, LeaderElector
 from ocsp_stapler.names import TLS_SECRET_TYPE
 from ocsp_stapler.net.fetching import HttpFetcher
 
 logger = logging.getLogger(__name__)
+
+Flag = asyncio.Event | threading.Event | asyncio.Future[None]
+"""What kopf takes as a stop or ready flag."""
 
 
 def utcnow() -> datetime.datetime:
@@ -80,13 +88,16 @@ async def reconciler_running(
     credentials: Credentials,
     clock: Callable[[], datetime.datetime] = utcnow,
     metrics: Metrics | None = None,
+    fence: Callable[[], bool] | None = None,
 ) -> AsyncIterator[OperatorInstance]:
-    """The reconciler with its clients and scheduler running (kopf not yet started)."""
+    """The reconciler with its clients and scheduler running (kopf not yet started);
+    ``fence``: writes only while it says this replica leads."""
     metrics = metrics or Metrics()
     async with (
-        ApiClient(credentials, user_agent="ocsp-stapler-operator") as api,
+        ApiClient(credentials, user_agent="ocsp-stapler-operator") as client,
         HttpFetcher(settings.fetch_settings()) as fetch,
     ):
+        api: Api = client if fence is None else FencedApi(client, fence)
         reconciler = Reconciler(
             api=api,
             fetch=fetch,
@@ -106,16 +117,94 @@ async def reconciler_running(
             await instance.stop()
 
 
+LEASE_NAME = "ocsp-stapler-operator"
+
+
+def _identity(settings: OperatorSettings) -> str:
+    return settings.leader_election_identity or f"{socket.gethostname()}-{os.getpid()}"
+
+
 async def run_operator(
     settings: OperatorSettings,
     *,
     credentials: Credentials,
     clock: Callable[[], datetime.datetime] = utcnow,
-    stop_flag: asyncio.Event | None = None,
-    ready_flag: asyncio.Event | None = None,
+    stop_flag: Flag | None = None,
+    ready_flag: Flag | None = None,
     instance_ready: Callable[[OperatorInstance], None] | None = None,
 ) -> None:
-    async with reconciler_running(settings, credentials=credentials, clock=clock) as instance:
+    """The operator until stopped; with leader election, a standby until it holds the Lease,
+    then the operator until it stops (the Lease released) or loses it (it returns at once,
+    having written nothing since its renew deadline)."""
+    if not settings.leader_election:
+        await _operate(settings, credentials=credentials, clock=clock, stop_flag=stop_flag,
+                       ready_flag=ready_flag, instance_ready=instance_ready)  # fmt: skip
+        return
+    own_stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread (tests)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, own_stop.set)
+
+    def stopped() -> bool:
+        return own_stop.is_set() or (stop_flag is not None and _is_set(stop_flag))
+
+    async with ApiClient(credentials, user_agent="ocsp-stapler-leader-election") as api:
+        elector = LeaderElector(
+            api,
+            namespace=settings.leader_election_namespace,
+            name=LEASE_NAME,
+            identity=_identity(settings),
+            lease_duration=settings.lease_duration_seconds,
+            renew_deadline=settings.renew_deadline_seconds,
+            retry_period=settings.retry_period_seconds,
+        )
+        logger.info("standby as %s: waiting for the lease %s/%s", elector.identity,
+                    settings.leader_election_namespace, LEASE_NAME)  # fmt: skip
+        if not await elector.acquire(stopped):
+            return
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)  # kopf takes the signals from here on
+        keeper = asyncio.create_task(elector.keep(), name="ocsp-stapler-lease")
+        lost = asyncio.Event()
+        keeper.add_done_callback(lambda _t: lost.set())
+        stopping = asyncio.create_task(_either(own_stop, lost, stop_flag))
+        try:
+            await _operate(settings, credentials=credentials, clock=clock, stop_flag=stopping,
+                           ready_flag=ready_flag, instance_ready=instance_ready,
+                           fence=elector.holds)  # fmt: skip
+        finally:
+            keeper.cancel()
+            stopping.cancel()
+            await elector.release()
+
+
+def _is_set(flag: Flag) -> bool:
+    if isinstance(flag, asyncio.Future):
+        return flag.done()
+    return flag.is_set()
+
+
+async def _either(own: asyncio.Event, lost: asyncio.Event, outer: Flag | None) -> None:
+    """Done when any of the stop conditions is (kopf stops on a done future)."""
+    # Polled: the outer flag may be a threading.Event (tests), which cannot be awaited.
+    while not (own.is_set() or lost.is_set() or (outer is not None and _is_set(outer))):  # noqa: ASYNC110
+        await asyncio.sleep(0.1)
+
+
+async def _operate(
+    settings: OperatorSettings,
+    *,
+    credentials: Credentials,
+    clock: Callable[[], datetime.datetime],
+    stop_flag: Flag | asyncio.Task[None] | None,
+    ready_flag: Flag | None,
+    instance_ready: Callable[[OperatorInstance], None] | None,
+    fence: Callable[[], bool] | None = None,
+) -> None:
+    async with reconciler_running(settings, credentials=credentials, clock=clock,
+                                  fence=fence) as instance:  # fmt: skip
         if instance_ready is not None:
             instance_ready(instance)
         liveness = (

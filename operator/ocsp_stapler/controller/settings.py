@@ -62,6 +62,16 @@ class OperatorSettings:
     health_port: int = 8080
     """kopf liveness endpoint (/healthz) port; 0 disables."""
     log_format: Literal["plain", "json"] = "plain"
+    leader_election: bool = False
+    """Run as one of several replicas: only the holder of a Lease works (``k8s.leases``)."""
+    leader_election_namespace: str = ""
+    """The Lease's namespace (the chart sets the pod's own); required with leader election."""
+    leader_election_identity: str = ""
+    """This replica's name in the Lease; default: the host name and the process id."""
+    lease_duration_seconds: float = 15.0
+    renew_deadline_seconds: float = 10.0
+    """The leader stops writing this long after the start of its last successful renewal."""
+    retry_period_seconds: float = 2.0
 
     def validate(self) -> None:
         if self.concurrency < 1:
@@ -83,6 +93,13 @@ class OperatorSettings:
             self.guard()
         except ValueError as exc:
             raise ConfigError(f"responder CIDR lists: {exc}") from None
+        if self.leader_election and not self.leader_election_namespace:
+            raise ConfigError("OCSP_STAPLER_LEADER_ELECTION_NAMESPACE is required with "
+                              "OCSP_STAPLER_LEADER_ELECTION")  # fmt: skip
+        if not (0 < self.retry_period_seconds < self.renew_deadline_seconds
+                < self.lease_duration_seconds):  # fmt: skip
+            raise ConfigError("leader election needs 0 < retry period < renew deadline < lease "
+                              "duration")  # fmt: skip
 
     def guard(self) -> DestinationGuard:
         return DestinationGuard.from_lists(

@@ -32,7 +32,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ocsp_stapler.k8s.client import ApiClient, ApiError, Conflict, NotFound, resource_path
+from ocsp_stapler.k8s.client import (
+    Api,
+    ApiClient,
+    ApiError,
+    Conflict,
+    JsonObject,
+    NotFound,
+    PatchType,
+    resource_path,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -143,14 +152,15 @@ class LeaderElector:
             logger.info("lease %s acquired by %s (was %s)", self.name, self.identity, holder)
         return True
 
-    async def acquire(self, stop: asyncio.Event) -> bool:
-        """Wait as a standby until this process holds the Lease (True) or ``stop`` (False)."""
-        while not stop.is_set():
+    async def acquire(self, stopped: Callable[[], bool]) -> bool:
+        """Wait as a standby until this process holds the Lease (True) or ``stopped()``."""
+        while not stopped():
             if await self.try_once():
                 return True
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.retry_period):
-                    await stop.wait()
+            for _ in range(max(1, round(self.retry_period / 0.1))):  # stop seen within 0.1 s
+                if stopped():
+                    return False
+                await asyncio.sleep(0.1)
         return False
 
     async def keep(self) -> None:
@@ -179,3 +189,31 @@ class LeaderElector:
                             "renewTime": _micro_time(self.wall())}  # fmt: skip
                 await self.api.replace(self.path, {**lease, "spec": released})
                 logger.info("lease %s released by %s", self.name, self.identity)
+
+
+class FencedApi:
+    """The reconciler's view of the API: reads pass, writes only while ``holds()`` (a replica
+    that lost the Lease, or never had it, writes nothing, whatever its tasks are doing)."""
+
+    def __init__(self, api: Api, holds: Callable[[], bool]) -> None:
+        self.api = api
+        self.holds = holds
+
+    def _check(self, what: str, path: str) -> None:
+        if not self.holds():
+            raise NotLeader(f"not the leader: {what} {path} refused")
+
+    async def get(self, path: str, **params: str) -> JsonObject:
+        return await self.api.get(path, **params)
+
+    async def create(self, path: str, body: JsonObject) -> JsonObject:
+        self._check("create", path)
+        return await self.api.create(path, body)
+
+    async def patch(self, path: str, body: Any, *, patch_type: PatchType = "merge") -> JsonObject:
+        self._check("patch", path)
+        return await self.api.patch(path, body, patch_type=patch_type)
+
+    async def delete(self, path: str) -> JsonObject:
+        self._check("delete", path)
+        return await self.api.delete(path)
