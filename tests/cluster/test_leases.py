@@ -5,11 +5,12 @@ while creation races and resourceVersion conflicts are the real server's."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
 from ocsp_stapler.k8s.client import ApiClient
-from ocsp_stapler.k8s.leases import LeaderElector
+from ocsp_stapler.k8s.leases import FencedApi, LeaderElector, NotLeader
 
 LEASE, DEADLINE, RETRY = 15.0, 10.0, 2.0
 
@@ -105,3 +106,63 @@ def test_the_timing_must_leave_a_silent_gap() -> None:
     with pytest.raises(ValueError, match="renew deadline < lease"):
         LeaderElector(None, namespace="n", name="l", identity="i",  # type: ignore[arg-type]
                       lease_duration=10, renew_deadline=10, retry_period=2)  # fmt: skip
+
+
+async def test_a_standby_times_its_sighting_from_after_a_slow_read(
+    api: ApiClient, namespace: str
+) -> None:
+    """A renewal made while the standby's read was in flight is not backdated to the read's
+    start: the standby waits a whole lease from when it saw it."""
+    clock_a, clock_b = Mono(), Mono()
+    a = _elector(api, namespace, "a", clock_a)
+    assert await a.try_once()
+
+    class SlowReads:  # the standby's view of the API: each read takes 7 s of its clock
+        async def get(self, path: str) -> Any:
+            clock_b.now += 7
+            return await api.get(path)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(api, name)
+
+    b = _elector(SlowReads(), namespace, "b", clock_b)  # type: ignore[arg-type]
+    assert not await b.try_once()  # saw a's record at 1007 (not 1000)
+    clock_b.now = 1000 + 7 + LEASE - 1 - 7  # the next read returns 1 s short of a lease
+    assert not await b.try_once()
+    clock_b.now += 1
+    assert await b.try_once()
+
+
+async def test_a_deleted_lease_is_recreated_only_a_lease_later(
+    api: ApiClient, namespace: str
+) -> None:
+    clock_a, clock_b = Mono(), Mono()
+    a, b = _elector(api, namespace, "a", clock_a), _elector(api, namespace, "b", clock_b)
+    assert await a.try_once()
+    assert not await b.try_once()
+    await api.delete(a.path)  # kubectl delete lease, a cleanup tool
+    assert not await b.try_once()  # its holder may still be writing: wait it out
+    clock_b.now += LEASE
+    assert await b.try_once()  # a is silent (dead): a lease after the deletion, b holds it
+    assert not await a.try_once()  # a comes back to b's record: its fence closes at once
+    assert not a.holds()
+
+
+async def test_a_write_that_would_land_after_the_fence_is_cut_off() -> None:
+    window = [5.0]
+    calls: list[str] = []
+
+    class Slow:
+        async def patch(self, path: str, body: Any, *, patch_type: str = "merge") -> Any:
+            calls.append(path)
+            await asyncio.sleep(0.5)  # a slow server, a full connection pool
+            return {}
+
+    fenced = FencedApi(Slow(), lambda: window[0])  # type: ignore[arg-type]
+    window[0] = 0.1
+    with pytest.raises(NotLeader, match="cut off"):
+        await fenced.patch("/a", {})
+    window[0] = 0.0
+    with pytest.raises(NotLeader, match="refused"):
+        await fenced.patch("/b", {})
+    assert calls == ["/a"]  # the second was never sent

@@ -88,10 +88,10 @@ async def reconciler_running(
     credentials: Credentials,
     clock: Callable[[], datetime.datetime] = utcnow,
     metrics: Metrics | None = None,
-    fence: Callable[[], bool] | None = None,
+    fence: Callable[[], float] | None = None,
 ) -> AsyncIterator[OperatorInstance]:
     """The reconciler with its clients and scheduler running (kopf not yet started);
-    ``fence``: writes only while it says this replica leads."""
+    ``fence``: the seconds a write may take and land while this replica leads."""
     metrics = metrics or Metrics()
     async with (
         ApiClient(credentials, user_agent="ocsp-stapler-operator") as client,
@@ -161,7 +161,8 @@ async def run_operator(
         )
         logger.info("standby as %s: waiting for the lease %s/%s", elector.identity,
                     settings.leader_election_namespace, LEASE_NAME)  # fmt: skip
-        if not await elector.acquire(stopped):
+        if not await elector.acquire(stopped) or stopped():
+            await elector.release()  # a stop that came while the last attempt won
             return
         with contextlib.suppress(NotImplementedError, RuntimeError):
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -173,7 +174,7 @@ async def run_operator(
         try:
             await _operate(settings, credentials=credentials, clock=clock, stop_flag=stopping,
                            ready_flag=ready_flag, instance_ready=instance_ready,
-                           fence=elector.holds)  # fmt: skip
+                           fence=elector.write_window)  # fmt: skip
         finally:
             keeper.cancel()
             stopping.cancel()
@@ -201,7 +202,7 @@ async def _operate(
     stop_flag: Flag | asyncio.Task[None] | None,
     ready_flag: Flag | None,
     instance_ready: Callable[[OperatorInstance], None] | None,
-    fence: Callable[[], bool] | None = None,
+    fence: Callable[[], float] | None = None,
 ) -> None:
     async with reconciler_running(settings, credentials=credentials, clock=clock,
                                   fence=fence) as instance:  # fmt: skip

@@ -10,11 +10,14 @@ concurrency on its resourceVersion.
 The timing argument (defaults: lease 15 s, renew deadline 10 s, retry 2 s):
 
 * the holder counts its leadership from the *start* of its last successful renewal, and
-  stops writing (``holds()`` turns false; the fenced API refuses writes) ``renew_deadline``
-  after it, whether or not it hears back;
+  stops writing ``renew_deadline`` after it, whether or not it hears back: the fenced API
+  refuses a write then, and cuts off one still in flight ``SAFETY`` before it;
 * a standby takes over only after it has seen the Lease unchanged for ``lease_duration``,
-  measured on its own monotonic clock from when *it* observed the change, which is after the
-  renewal started.
+  measured on its own monotonic clock from when *its read returned* with the change, which
+  is after the renewal started (timed from before a slow read, a renewal made during it would
+  be backdated: two leaders);
+* a Lease deleted under them: the holder's fence closes at its next renewal attempt, and a
+  standby that saw it creates a new one only a whole lease after it went.
 
 So the old holder is silent for at least ``lease_duration - renew_deadline`` (5 s) before
 anyone else can hold the Lease, whatever the two machines' wall clocks say; only the rates
@@ -29,8 +32,10 @@ import contextlib
 import datetime
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
+
+import aiohttp
 
 from ocsp_stapler.k8s.client import (
     Api,
@@ -44,6 +49,14 @@ from ocsp_stapler.k8s.client import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+_DELETED = ("deleted",)
+"""The observed record of a Lease seen to go away."""
+
+SAFETY = 1.0
+"""Seconds of the fence's remaining time a write may not use: it must reach the server while
+this replica still leads, so each write is cut off this long before the fence closes."""
 
 
 def _micro_time(when: datetime.datetime) -> str:
@@ -93,8 +106,14 @@ class LeaderElector:
 
     def holds(self) -> bool:
         """Whether this process may write now (the fence)."""
+        return self.write_window() > 0
+
+    def write_window(self) -> float:
+        """Seconds a write started now may take and still land while this replica leads."""
         at = self.renewed_at
-        return at is not None and self.monotonic() - at < self.renew_deadline
+        if at is None:
+            return 0.0
+        return max(0.0, at + self.renew_deadline - SAFETY - self.monotonic())
 
     def _spec(self, *, acquire_time: str, transitions: int) -> dict[str, Any]:
         return {
@@ -111,8 +130,8 @@ class LeaderElector:
         try:
             async with asyncio.timeout(self.renew_deadline - self.retry_period):
                 held = await self._try(start)
-        except (ApiError, OSError, TimeoutError) as exc:
-            logger.info("lease %s: attempt failed: %s", self.name, exc)
+        except (ApiError, OSError, TimeoutError, aiohttp.ClientError, ValueError) as exc:
+            logger.info("lease %s: attempt failed: %r", self.name, exc)
             return False
         if held:
             self.renewed_at = start
@@ -122,24 +141,20 @@ class LeaderElector:
         try:
             lease = await self.api.get(self.path)
         except NotFound:
-            now = _micro_time(self.wall())
-            body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                    "metadata": {"name": self.name},
-                    "spec": self._spec(acquire_time=now, transitions=0)}  # fmt: skip
-            try:
-                await self.api.create(self.collection, body)
-            except Conflict:
-                return False  # another replica created it first
-            return True
+            return await self._create_after_deletion()
+        # Observed now, after the read: a slow read may show a renewal made during it.
+        seen = self.monotonic()
         spec = lease.get("spec") or {}
         holder = spec.get("holderIdentity") or None
         record = (holder, spec.get("renewTime"), spec.get("acquireTime"),
                   spec.get("leaseTransitions"))  # fmt: skip
         if record != self._observed:
-            self._observed, self._observed_at = record, start
+            self._observed, self._observed_at = record, seen
         duration = float(spec.get("leaseDurationSeconds") or self.lease_duration)
         mine = holder == self.identity
-        if holder is not None and not mine and start - self._observed_at < duration:
+        if not mine:
+            self.renewed_at = None  # someone else's now, whatever this process thought
+        if holder is not None and not mine and seen - self._observed_at < duration:
             return False  # held by another replica that renewed within its lease
         transitions = int(spec.get("leaseTransitions") or 0) + (0 if mine else 1)
         acquired = spec.get("acquireTime") if mine else _micro_time(self.wall())
@@ -150,6 +165,25 @@ class LeaderElector:
             return False  # changed under us: look again next round
         if not mine:
             logger.info("lease %s acquired by %s (was %s)", self.name, self.identity, holder)
+        return True
+
+    async def _create_after_deletion(self) -> bool:
+        """No Lease: create it, but where one was seen, only a whole lease after it went
+        (its holder may still be writing until its renew deadline)."""
+        self.renewed_at = None
+        now_mono = self.monotonic()
+        if self._observed is not None and self._observed != _DELETED:
+            self._observed, self._observed_at = _DELETED, now_mono
+        if self._observed == _DELETED and now_mono - self._observed_at < self.lease_duration:
+            return False
+        now = _micro_time(self.wall())
+        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": self.name},
+                "spec": self._spec(acquire_time=now, transitions=0)}  # fmt: skip
+        try:
+            await self.api.create(self.collection, body)
+        except Conflict:
+            return False  # another replica created it first
         return True
 
     async def acquire(self, stopped: Callable[[], bool]) -> bool:
@@ -179,7 +213,7 @@ class LeaderElector:
         if not self.holds():
             return
         self.renewed_at = None  # no write from here on, whatever the answer
-        with contextlib.suppress(ApiError, OSError, TimeoutError):
+        with contextlib.suppress(ApiError, OSError, TimeoutError, aiohttp.ClientError, ValueError):
             async with asyncio.timeout(self.retry_period):
                 lease = await self.api.get(self.path)
                 spec = lease.get("spec") or {}
@@ -192,28 +226,36 @@ class LeaderElector:
 
 
 class FencedApi:
-    """The reconciler's view of the API: reads pass, writes only while ``holds()`` (a replica
-    that lost the Lease, or never had it, writes nothing, whatever its tasks are doing)."""
+    """The reconciler's view of the API: reads pass; a write starts only while this replica
+    leads, and is cut off (``NotLeader``) if it has not completed within the time it still
+    leads, less ``SAFETY`` (a slow server or a full connection pool cannot carry a write past
+    the fence). A replica that lost the Lease, or never had it, writes nothing."""
 
-    def __init__(self, api: Api, holds: Callable[[], bool]) -> None:
+    def __init__(self, api: Api, write_window: Callable[[], float]) -> None:
         self.api = api
-        self.holds = holds
+        self.write_window = write_window
 
-    def _check(self, what: str, path: str) -> None:
-        if not self.holds():
+    async def _fenced(
+        self, what: str, path: str, write: Coroutine[Any, Any, JsonObject]
+    ) -> JsonObject:
+        window = self.write_window()
+        if window <= 0:
+            write.close()  # never sent
             raise NotLeader(f"not the leader: {what} {path} refused")
+        try:
+            async with asyncio.timeout(window):
+                return await write
+        except TimeoutError:
+            raise NotLeader(f"the lease may end before {what} {path} lands: cut off") from None
 
     async def get(self, path: str, **params: str) -> JsonObject:
         return await self.api.get(path, **params)
 
     async def create(self, path: str, body: JsonObject) -> JsonObject:
-        self._check("create", path)
-        return await self.api.create(path, body)
+        return await self._fenced("create", path, self.api.create(path, body))
 
     async def patch(self, path: str, body: Any, *, patch_type: PatchType = "merge") -> JsonObject:
-        self._check("patch", path)
-        return await self.api.patch(path, body, patch_type=patch_type)
+        return await self._fenced("patch", path, self.api.patch(path, body, patch_type=patch_type))
 
     async def delete(self, path: str) -> JsonObject:
-        self._check("delete", path)
-        return await self.api.delete(path)
+        return await self._fenced("delete", path, self.api.delete(path))
