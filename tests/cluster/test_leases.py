@@ -31,14 +31,22 @@ def _elector(api: ApiClient, namespace: str, identity: str, clock: Mono) -> Lead
                          retry_period=RETRY, monotonic=clock)  # fmt: skip
 
 
-async def test_one_holder_and_a_standby_takes_over_only_after_a_silent_lease(
+async def _holder_and_standby(
     api: ApiClient, namespace: str
-) -> None:
+) -> tuple[LeaderElector, LeaderElector, Mono, Mono]:
+    """Replica a holds the Lease; b has seen a's record once (its wait starts there)."""
     clock_a, clock_b = Mono(), Mono()
     a, b = _elector(api, namespace, "a", clock_a), _elector(api, namespace, "b", clock_b)
     assert await a.try_once()
     assert a.holds()
-    assert not await b.try_once()  # first sight of a's record: its lease starts now for b
+    assert not await b.try_once()
+    return a, b, clock_a, clock_b
+
+
+async def test_one_holder_and_a_standby_takes_over_only_after_a_silent_lease(
+    api: ApiClient, namespace: str
+) -> None:
+    a, b, clock_a, clock_b = await _holder_and_standby(api, namespace)
     for _ in range(5):  # a keeps renewing: b never takes it, however long it waits
         clock_a.now += RETRY
         clock_b.now += LEASE + 1
@@ -63,10 +71,7 @@ async def test_one_holder_and_a_standby_takes_over_only_after_a_silent_lease(
 
 
 async def test_a_released_lease_is_taken_at_once(api: ApiClient, namespace: str) -> None:
-    clock_a, clock_b = Mono(), Mono()
-    a, b = _elector(api, namespace, "a", clock_a), _elector(api, namespace, "b", clock_b)
-    assert await a.try_once()
-    assert not await b.try_once()
+    a, b, _clock_a, _clock_b = await _holder_and_standby(api, namespace)
     await a.release()
     assert not a.holds()  # the fence closes before the release is even sent
     assert await b.try_once()  # no lease to wait out
@@ -136,10 +141,7 @@ async def test_a_standby_times_its_sighting_from_after_a_slow_read(
 async def test_a_deleted_lease_is_recreated_only_a_lease_later(
     api: ApiClient, namespace: str
 ) -> None:
-    clock_a, clock_b = Mono(), Mono()
-    a, b = _elector(api, namespace, "a", clock_a), _elector(api, namespace, "b", clock_b)
-    assert await a.try_once()
-    assert not await b.try_once()
+    a, b, _clock_a, clock_b = await _holder_and_standby(api, namespace)
     await api.delete(a.path)  # kubectl delete lease, a cleanup tool
     assert not await b.try_once()  # its holder may still be writing: wait it out
     clock_b.now += LEASE
