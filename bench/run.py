@@ -957,12 +957,7 @@ def sync_latency(workdir: Path, rows: list[str], samples: int = 10) -> None:
         row("HAProxy (runtime API push)", measure(haproxy.port, volume, leaf, 0))
 
     site = workdir / "sync-nginx"
-    site.mkdir()
-    (site / "chain.pem").write_bytes(pki.chain_pem(leaf))
-    (site / "key.pem").write_bytes(leaf.key_pem)
-    port = free_port()
-    nginx_servers.write_conf(site, port=port, host=host,
-                             stapling=f"include {site}/stapling.conf;")  # fmt: skip
+    port = nginx_servers.included_site(site, pki, leaf, host)
     volume = workdir / "sync-nginx-volume"
     publish(volume, {"tls.crt": pki.chain_pem(leaf), "tls.ocsp-staple": pki.response(
         leaf, this_update=base, next_update=utc(days=1))})  # fmt: skip

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from devcluster.pki import Issued, TestPKI
-from devcluster.responder import free_port
 
 from ocsp_stapler.consumers.delivery import Delivery
 from ocsp_stapler.consumers.errors import ConsumerError
@@ -24,12 +23,7 @@ HOST = "nginx.example.test"
 @pytest.fixture
 def site(pki: TestPKI, tmp_path: Path) -> tuple[Path, int, Issued]:
     leaf = pki.leaf(HOST)
-    (tmp_path / "chain.pem").write_bytes(pki.chain_pem(leaf))
-    (tmp_path / "key.pem").write_bytes(leaf.key_pem)
-    port = free_port()
-    include = f"include {tmp_path}/stapling.conf;"
-    nginx_servers.write_conf(tmp_path, port=port, host=HOST, stapling=include)
-    return tmp_path, port, leaf
+    return tmp_path, nginx_servers.included_site(tmp_path, pki, leaf, HOST), leaf
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from devcluster.pki import Issued, TestPKI
-from devcluster.responder import free_port
 
 from support import nginx_servers
 from support.haproxy_servers import Haproxy, running
@@ -99,13 +98,7 @@ async def test_haproxy_gets_each_refreshed_staple_from_the_volume_and_nothing_el
 @pytest.fixture
 def nginx_site(pki: TestPKI, leaf: Issued, tmp_path: Path) -> tuple[Path, int]:
     site = tmp_path / "nginx"
-    site.mkdir()
-    (site / "chain.pem").write_bytes(pki.chain_pem(leaf))
-    (site / "key.pem").write_bytes(leaf.key_pem)
-    port = free_port()
-    nginx_servers.write_conf(site, port=port, host=HOST,
-                             stapling=f"include {site}/stapling.conf;")  # fmt: skip
-    return site, port
+    return site, nginx_servers.included_site(site, pki, leaf, HOST)
 
 
 def _nginx_args(site: Path, volume: Path) -> list[str]:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from devcluster.pki import Issued, TestPKI
+from devcluster.responder import free_port
+
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 CONF = """
@@ -37,6 +40,17 @@ def write_conf(directory: Path, *, port: int, host: str, stapling: str) -> Path:
     path = directory / "nginx.conf"
     path.write_text(CONF.format(dir=directory, port=port, host=host, stapling=stapling))
     return path
+
+
+def included_site(directory: Path, pki: TestPKI, leaf: Issued, host: str) -> int:
+    """A site in ``directory`` serving ``leaf`` whose stapling comes from the include the
+    sync sidecar writes (``stapling.conf``); its port."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "chain.pem").write_bytes(pki.chain_pem(leaf))
+    (directory / "key.pem").write_bytes(leaf.key_pem)
+    port = free_port()
+    write_conf(directory, port=port, host=host, stapling=f"include {directory}/stapling.conf;")
+    return port
 
 
 def command(directory: Path, *extra: str) -> list[str]:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from ocsp_stapler.controller.eventing import EventType
 from ocsp_stapler.controller.preparation import Preparation, Prepared, Unprepared
@@ -78,6 +78,35 @@ class Facts:
     """When the next fetch is due; None: due now."""
     revoked_action: RevokedAction
     last_error: str | None = None
+
+
+class Record(Protocol):
+    """What an executor keeps per certificate (a Secret's record, a host's chain file)."""
+
+    preparation: Preparation | None
+    judged: bool
+    held: Staple | None
+    rejection: Rejection | None
+    answer: Fetched | None
+    refresh_at: datetime.datetime | None
+    last_error: str | None
+
+
+def facts_of(
+    record: Record, *, now: datetime.datetime, found: Found | None, revoked_action: RevokedAction
+) -> Facts:
+    return Facts(
+        now=now,
+        preparation=record.preparation,
+        found=found,
+        judged=record.judged,
+        held=record.held,
+        rejection=record.rejection,
+        answer=record.answer,
+        refresh_at=record.refresh_at,
+        revoked_action=revoked_action,
+        last_error=record.last_error,
+    )
 
 
 @dataclass(frozen=True)

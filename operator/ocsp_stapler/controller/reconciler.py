@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ocsp_stapler.controller import secretpatches
+from ocsp_stapler.controller import lifecycle, secretpatches
 from ocsp_stapler.controller.bodies import (
     Body,
     SecretRef,
@@ -279,18 +279,8 @@ class Reconciler:
         raise RuntimeError(f"no decision settled {ref} in {MAX_STEPS} steps")
 
     def _facts(self, record: SecretRecord) -> Facts:
-        return Facts(
-            now=self.clock(),
-            preparation=record.preparation,
-            found=self._found(record),
-            judged=record.judged,
-            held=record.held,
-            rejection=record.rejection,
-            answer=record.answer,
-            refresh_at=record.refresh_at,
-            revoked_action=self.settings.revoked_action,
-            last_error=record.last_error,
-        )
+        return lifecycle.facts_of(record, now=self.clock(), found=self._found(record),
+                                  revoked_action=self.settings.revoked_action)  # fmt: skip
 
     def _found(self, record: SecretRecord) -> Found | None:
         """What the Secret holds, read once per staple (its claimed expiry is parsed)."""

@@ -141,18 +141,8 @@ class HostStapler:
         return Found(cert_sha256=found.cert_sha256, claimed_expiry=expiry)
 
     def _facts(self, cert: Certificate) -> Facts:
-        return Facts(
-            now=self.clock(),
-            preparation=cert.preparation,
-            found=self._found(cert),
-            judged=cert.judged,
-            held=cert.held,
-            rejection=cert.rejection,
-            answer=cert.answer,
-            refresh_at=cert.refresh_at,
-            revoked_action=self.settings.revoked_action,
-            last_error=cert.last_error,
-        )
+        return lifecycle.facts_of(cert, now=self.clock(), found=self._found(cert),
+                                  revoked_action=self.settings.revoked_action)  # fmt: skip
 
     async def process(self, cert: Certificate) -> datetime.datetime | None:
         """Carry out the decisions for one certificate until they say wait; when to wake."""
