@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
+from cryptography.hazmat.primitives import serialization
 from devcluster.pki import TestPKI, issue, name, new_key
 
 from ocsp_stapler.ocsp import chains, errors
@@ -94,3 +97,27 @@ def test_a_pkcs7_that_is_not_signed_data_is_a_chain_error(content_type: str) -> 
     data = seq(oid(content_type), explicit(0, octets(b"x")))
     with pytest.raises(errors.ChainInvalid, match="neither a PEM, DER nor PKCS#7"):
         chains.load_certificates(data, what="the caIssuers answer")
+
+
+@pytest.mark.parametrize("form", ["pem", "der"])
+def test_a_certificate_with_an_unknown_version_is_a_chain_problem(pki: TestPKI, form: str) -> None:
+    """cryptography raises InvalidVersion (no ValueError) for a version it does not know:
+    found by the fuzzer (tests/chaos/test_fuzz.py) in a mutated tls.crt."""
+    der = pki.leaf("version.example.test").cert.public_bytes(serialization.Encoding.DER)
+    v3 = bytes.fromhex("a003020102")
+    assert v3 in der
+    odd = der.replace(v3, bytes.fromhex("a00302016a"), 1)  # version 106
+    data = (
+        odd
+        if form == "der"
+        else (
+            b"-----BEGIN CERTIFICATE-----\n"
+            + base64.encodebytes(odd)
+            + b"-----END CERTIFICATE-----\n"
+        )
+    )
+    with pytest.raises(errors.ChainInvalid):
+        chains.load_certificates(data, what="tls.crt")
+    if form == "pem":
+        with pytest.raises(errors.ChainInvalid):
+            chains.parse_pem_certificates(data)

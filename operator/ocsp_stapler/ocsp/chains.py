@@ -51,7 +51,7 @@ def parse_pem_certificates(data: bytes, *, what: str = "tls.crt") -> list[x509.C
         raise ChainInvalid(f"{what} holds {count} certificates, more than {MAX_CERTIFICATES}")
     try:
         certs = x509.load_pem_x509_certificates(data)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:  # InvalidVersion is no ValueError
         raise ChainInvalid(f"{what} is not valid PEM: {exc}") from None
     return [_checked(cert, what) for cert in certs]
 
@@ -83,7 +83,7 @@ def load_certificates(data: bytes, *, what: str) -> list[x509.Certificate]:
         return [_checked(c, what) for c in _bounded(certs, what)]
     try:
         return [_checked(x509.load_der_x509_certificate(data), what)]
-    except ValueError:
+    except (ValueError, x509.InvalidVersion):
         pass
     try:
         certs = pkcs7.load_der_pkcs7_certificates(data)
