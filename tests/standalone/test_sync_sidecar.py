@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -108,7 +108,7 @@ def _nginx_args(site: Path, volume: Path) -> list[str]:
 
 
 @pytest.fixture
-def start_nginx(nginx_site: tuple[Path, int]) -> Iterator[object]:
+def start_nginx(nginx_site: tuple[Path, int]) -> Iterator[Callable[[], None]]:
     processes: list[subprocess.Popen[bytes]] = []
 
     def start() -> None:
@@ -123,7 +123,7 @@ def start_nginx(nginx_site: tuple[Path, int]) -> Iterator[object]:
 
 
 async def test_nginx_stops_stapling_a_staple_before_its_next_update(
-    pki: TestPKI, leaf: Issued, nginx_site: tuple[Path, int], start_nginx: object,
+    pki: TestPKI, leaf: Issued, nginx_site: tuple[Path, int], start_nginx: Callable[[], None],
     tmp_path: Path,
 ) -> None:  # fmt: skip
     """nginx itself would staple the file past nextUpdate: the sidecar turns stapling off."""
@@ -135,7 +135,6 @@ async def test_nginx_stops_stapling_a_staple_before_its_next_update(
     args = [*_nginx_args(site, volume), "--expiry-margin", "2"]
     with sync_sidecar(*args, log_dir=tmp_path) as sidecar:
         await sidecar.ready()  # the include exists: nginx can start
-        assert callable(start_nginx)
         start_nginx()
         await served(port, HOST, at)
         await served(port, HOST, None, timeout=20)  # 2 s before nextUpdate, bounded
@@ -146,7 +145,7 @@ async def test_nginx_stops_stapling_a_staple_before_its_next_update(
 
 
 async def test_with_revoked_action_remove_a_revoked_answer_turns_nginx_stapling_off(
-    pki: TestPKI, leaf: Issued, nginx_site: tuple[Path, int], start_nginx: object,
+    pki: TestPKI, leaf: Issued, nginx_site: tuple[Path, int], start_nginx: Callable[[], None],
     tmp_path: Path,
 ) -> None:  # fmt: skip
     site, port = nginx_site
@@ -156,7 +155,6 @@ async def test_with_revoked_action_remove_a_revoked_answer_turns_nginx_stapling_
     env = {"OCSP_STAPLER_REVOKED_ACTION": "remove"}
     with sync_sidecar(*_nginx_args(site, volume), env=env, log_dir=tmp_path) as sidecar:
         await sidecar.ready()
-        assert callable(start_nginx)
         start_nginx()
         await served(port, HOST, good_at)
         revoked = pki.response(leaf, this_update=utc(minutes=-1), next_update=utc(days=1),
