@@ -39,8 +39,10 @@ LOOPBACK_CIDRS = "127.0.0.0/8,::1/128"
 """Where the demo's responder listens; the operator refuses loopback unless allowed."""
 
 
-def chart_env(component: str) -> dict[str, str]:
-    """The environment the chart gives a component's container, with its default values."""
+def chart_env(component: str, pod_namespace: str = "default") -> dict[str, str]:
+    """The environment the chart gives a component's container, with its default values;
+    the downward API's fields as a pod ``demo-<component>`` in ``pod_namespace`` gets them."""
+    pod_fields = {"metadata.namespace": pod_namespace, "metadata.name": f"demo-{component}"}
     out = subprocess.run(
         [
             str(bin_dir() / "helm"),
@@ -58,7 +60,12 @@ def chart_env(component: str) -> dict[str, str]:
     for doc in yaml.safe_load_all(out):
         if doc and doc["kind"] == "Deployment" and doc["metadata"]["name"].endswith(component):
             container = doc["spec"]["template"]["spec"]["containers"][0]
-            return {e["name"]: str(e["value"]) for e in container.get("env", [])}
+            return {
+                e["name"]: str(e["value"])
+                if "value" in e
+                else pod_fields[e["valueFrom"]["fieldRef"]["fieldPath"]]
+                for e in container.get("env", [])
+            }
     raise RuntimeError(f"no {component} Deployment in the chart")
 
 

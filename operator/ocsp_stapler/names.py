@@ -35,6 +35,9 @@ TLS_SECRET_TYPE = "kubernetes.io/tls"  # noqa: S105 (a type name, not a password
 INGRESS_CONTROLLER = f"{GROUP}/ingress"
 INGRESS_CLASS = "ocsp-stapler"
 
+LEASE_NAME = "ocsp-stapler-operator"
+"""The coordination.k8s.io/v1 Lease operator replicas elect their leader on."""
+
 COMPONENT = "ocsp-stapler"
 ENV_PREFIX = "OCSP_STAPLER_"
 METRICS_PREFIX = "ocsp_stapler_"

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from ocsp_stapler.k8s.client import ApiClient
-from ocsp_stapler.k8s.leases import FencedApi, LeaderElector, NotLeader
+from ocsp_stapler.k8s.leases import FencedApi, LeaderElector, NotLeader, WriteFence
 
 LEASE, DEADLINE, RETRY = 15.0, 10.0, 2.0
 
@@ -76,6 +76,33 @@ async def test_a_released_lease_is_taken_at_once(api: ApiClient, namespace: str)
     assert not a.holds()  # the fence closes before the release is even sent
     assert await b.try_once()  # no lease to wait out
     assert (await api.get(b.path))["spec"]["holderIdentity"] == "b"
+
+
+async def test_a_step_down_lets_the_write_in_flight_land_before_the_lease_goes(
+    api: ApiClient, namespace: str
+) -> None:
+    a, b, _clock_a, _clock_b = await _holder_and_standby(api, namespace)
+    landed = asyncio.Event()
+    holder_when_landed: list[str | None] = []
+
+    class Slow:
+        async def patch(self, path: str, body: Any, *, patch_type: str = "merge") -> Any:
+            await asyncio.sleep(0.3)
+            holder_when_landed.append((await api.get(a.path))["spec"].get("holderIdentity"))
+            landed.set()
+            return {}
+
+    fenced = FencedApi(Slow(), a.fence)  # type: ignore[arg-type]
+    in_flight = asyncio.create_task(fenced.patch("/secret", {}))
+    await asyncio.sleep(0)  # the write has started
+    await a.step_down()
+    assert landed.is_set()
+    assert holder_when_landed == ["a"]  # it landed while a held the Lease
+    await in_flight
+    with pytest.raises(NotLeader, match="refused"):
+        await fenced.patch("/secret", {})  # nothing starts after the step-down
+    assert (await api.get(a.path))["spec"].get("holderIdentity") is None
+    assert await b.try_once()  # released: no lease to wait out
 
 
 async def test_racing_replicas_end_with_exactly_one_holder(api: ApiClient, namespace: str) -> None:
@@ -160,7 +187,7 @@ async def test_a_write_that_would_land_after_the_fence_is_cut_off() -> None:
             await asyncio.sleep(0.5)  # a slow server, a full connection pool
             return {}
 
-    fenced = FencedApi(Slow(), lambda: window[0])  # type: ignore[arg-type]
+    fenced = FencedApi(Slow(), WriteFence(lambda: window[0]))  # type: ignore[arg-type]
     window[0] = 0.1
     with pytest.raises(NotLeader, match="cut off"):
         await fenced.patch("/a", {})

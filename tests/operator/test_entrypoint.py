@@ -8,51 +8,24 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
-import aiohttp
 from devcluster.controlplane import ControlPlane
 from devcluster.pki import TestPKI
-from devcluster.responder import OpenSSLResponder, free_port
+from devcluster.responder import OpenSSLResponder
 
 from ocsp_stapler.k8s.client import ApiClient
 from support.kube import wait_for
-from support.responders import LOOPBACK_CIDRS
+from support.operator_processes import CLI, http_get, spawn_operator
 from support.staples import ENABLED, create_secret, staple_of
-
-CLI = str(Path(sys.executable).parent / "ocsp-stapler")
-
-
-async def _get(url: str) -> tuple[int, str] | None:
-    try:
-        async with (
-            aiohttp.ClientSession() as s,
-            s.get(url, timeout=aiohttp.ClientTimeout(total=2)) as r,
-        ):
-            return r.status, await r.text()
-    except aiohttp.ClientError:
-        return None
 
 
 async def test_the_operator_process(
     api: ApiClient, namespace: str, pki: TestPKI, responder: OpenSSLResponder,
     cluster: ControlPlane, crd: None, tmp_path: Path,
 ) -> None:  # fmt: skip
-    metrics_port, health_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "OCSP_STAPLER_METRICS_PORT": str(metrics_port),
-        "OCSP_STAPLER_HEALTH_PORT": str(health_port),
-        "OCSP_STAPLER_LOG_FORMAT": "json",
-        "OCSP_STAPLER_RESPONDER_ALLOW_CIDRS": ",".join(LOOPBACK_CIDRS),
-    }
-    log = tmp_path / "operator.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [CLI, "operator", "--namespace", namespace, "--kubeconfig", str(cluster.kubeconfig)],
-            stdout=out, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
+    op = spawn_operator(cluster, namespace, tmp_path / "operator.log")
+    proc, log, health_port, metrics_port = op.proc, op.log, op.health_port, op.metrics_port
     try:
         leaf = pki.leaf(ocsp_urls=[responder.url])
         await create_secret(api, namespace, "proc", pki, leaf, annotations=ENABLED)
@@ -61,11 +34,11 @@ async def test_the_operator_process(
         )
 
         health = await wait_for(
-            lambda: _get(f"http://127.0.0.1:{health_port}/healthz"), what="liveness"
+            lambda: http_get(f"http://127.0.0.1:{health_port}/healthz"), what="liveness"
         )
         assert health[0] == 200
         metrics = await wait_for(
-            lambda: _get(f"http://127.0.0.1:{metrics_port}/metrics"), what="metrics"
+            lambda: http_get(f"http://127.0.0.1:{metrics_port}/metrics"), what="metrics"
         )
         assert "ocsp_stapler_managed_secrets 1.0" in metrics[1]
         assert 'ocsp_stapler_fetches_total{result="good"} 1.0' in metrics[1]

@@ -11,21 +11,15 @@ from typing import Any
 from devcluster.pki import TestPKI
 from devcluster.responder import OpenSSLResponder
 
-from ocsp_stapler.controller.running import LEASE_NAME
-from ocsp_stapler.k8s.client import ApiClient, NotFound, resource_path
-from support.kube import wait_for
+from ocsp_stapler.k8s.client import ApiClient
+from ocsp_stapler.names import LEASE_NAME
+from support.kube import lease_holder, wait_for
 from support.operators import StartOperator
 from support.staples import stapled_secret
 
 
 async def _holder(api: ApiClient, namespace: str) -> str | None:
-    path = resource_path(api_version="coordination.k8s.io/v1", plural="leases",
-                         namespace=namespace, name=LEASE_NAME)  # fmt: skip
-    try:
-        lease = await api.get(path)
-    except NotFound:
-        return None
-    return (lease.get("spec") or {}).get("holderIdentity")
+    return await lease_holder(api, namespace, LEASE_NAME)
 
 
 async def test_only_the_holder_staples_and_a_clean_stop_hands_over_at_once(

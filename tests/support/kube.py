@@ -135,3 +135,11 @@ class SecretHistory:
             assert not meta.get("finalizers"), f"finalizers on {meta['name']}: {meta['finalizers']}"
             kopf_keys = [k for k in meta.get("annotations", {}) if "kopf" in k]
             assert not kopf_keys, f"kopf annotations on {meta['name']}: {kopf_keys}"
+
+
+async def lease_holder(api: ApiClient, namespace: str, name: str) -> str | None:
+    """The Lease's holderIdentity (None: no Lease, or released)."""
+    path = resource_path(api_version="coordination.k8s.io/v1", plural="leases",
+                         namespace=namespace, name=name)  # fmt: skip
+    lease = await get_or_none(api, path)
+    return None if lease is None else (lease.get("spec") or {}).get("holderIdentity")

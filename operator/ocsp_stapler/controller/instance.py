@@ -20,6 +20,10 @@ class OperatorInstance:
     background: list[asyncio.Task[None]] = field(default_factory=list)
     """Tasks that live as long as the operator (the scheduler); stopped before kopf exits."""
 
+    def running(self) -> bool:
+        """Whether every background task is still running (none died)."""
+        return all(not task.done() for task in self.background)
+
     async def stop(self) -> None:
         for task in self.background:
             task.cancel()

@@ -9,6 +9,11 @@
 | ocsp_stapler_staple_refresh_timestamp_seconds | gauge | namespace, secret |
 | ocsp_stapler_certificate_status | gauge, 1 (one series per Secret) | namespace, secret, status |
 | ocsp_stapler_secret_writes_total | counter | action: write, remove, cleanup |
+| ocsp_stapler_leader | gauge | |
+
+``ocsp_stapler_leader`` is 1 while this process works (it holds the Lease, or runs without
+leader election) and 0 while it is a standby or stopping: every replica reports it, so
+``sum`` is the number of leaders.
 
 ``status`` is good, revoked, unknown, NoResponder or Error. Each operator instance has its
 own registry (tests run several in one process).
@@ -105,8 +110,13 @@ class Metrics:
         self.writes = Counter(
             "ocsp_stapler_secret_writes", "Writes to Secrets by action.", ["action"], registry=a
         )
+        self.leader = Gauge(
+            "ocsp_stapler_leader", "1 while this process leads (works), 0 as a standby.",
+            registry=a,
+        )  # fmt: skip
         self.secrets = SecretSeries()
-        for collector in (self.managed, self.fetches, self.fetch_duration, self.writes):
+        for collector in (self.managed, self.fetches, self.fetch_duration, self.writes,
+                          self.leader):  # fmt: skip
             self.registry.register(collector)
         self.registry.register(self.secrets)
 

@@ -2,8 +2,9 @@
 
 ``run_operator`` is what ``ocsp-stapler operator`` runs, and what tests run in-process with a
 fake clock. kopf is configured so that it leaves no trace on Secrets (see ``handlers``),
-watches only ``type=kubernetes.io/tls`` Secrets (server-side), runs standalone (one replica
-needs no peering objects) and posts no Events of its own.
+watches only ``type=kubernetes.io/tls`` Secrets (server-side), runs standalone (a Lease, not
+kopf's peering, decides which replica works: ``k8s.leases``), posts no Events of its own and
+serves no liveness endpoint (the process serves its own for every phase: ``endpoints``).
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ import signal
 import socket
 import threading
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 import kopf
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST
 
+from ocsp_stapler.controller.endpoints import Phase, endpoints
 from ocsp_stapler.controller.eventing import EventRecorder
 from ocsp_stapler.controller.handlers import build_registry
 from ocsp_stapler.controller.instance import OperatorInstance
@@ -29,8 +30,8 @@ from ocsp_stapler.controller.metrics import Metrics
 from ocsp_stapler.controller.reconciler import Reconciler
 from ocsp_stapler.controller.settings import OperatorSettings
 from ocsp_stapler.k8s.client import Api, ApiClient, Credentials
-from ocsp_stapler.k8s.leases import FencedApi, LeaderElector
-from ocsp_stapler.names import TLS_SECRET_TYPE
+from ocsp_stapler.k8s.leases import FencedApi, LeaderElector, WriteFence
+from ocsp_stapler.names import LEASE_NAME, TLS_SECRET_TYPE
 from ocsp_stapler.net.fetching import HttpFetcher
 
 logger = logging.getLogger(__name__)
@@ -60,39 +61,16 @@ def kopf_settings(settings: OperatorSettings) -> kopf.OperatorSettings:
 
 
 @contextlib.asynccontextmanager
-async def metrics_server(metrics: Metrics, port: int) -> AsyncIterator[None]:
-    if port <= 0:
-        yield
-        return
-
-    async def serve(_request: web.Request) -> web.Response:
-        return web.Response(
-            body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
-
-    app = web.Application()
-    app.router.add_get("/metrics", serve)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "0.0.0.0", port).start()  # noqa: S104 (scraped from the pod network)
-    try:
-        yield
-    finally:
-        await runner.cleanup()
-
-
-@contextlib.asynccontextmanager
 async def reconciler_running(
     settings: OperatorSettings,
     *,
     credentials: Credentials,
     clock: Callable[[], datetime.datetime] = utcnow,
-    metrics: Metrics | None = None,
-    fence: Callable[[], float] | None = None,
+    metrics: Metrics,
+    fence: WriteFence | None = None,
 ) -> AsyncIterator[OperatorInstance]:
     """The reconciler with its clients and scheduler running (kopf not yet started);
-    ``fence``: the seconds a write may take and land while this replica leads."""
-    metrics = metrics or Metrics()
+    ``fence``: what every write goes through while this replica leads (leader election)."""
     async with (
         ApiClient(credentials, user_agent="ocsp-stapler-operator") as client,
         HttpFetcher(settings.fetch_settings()) as fetch,
@@ -111,17 +89,18 @@ async def reconciler_running(
             reconciler=reconciler, credentials=credentials, background=[scheduler]
         )
         try:
-            async with metrics_server(metrics, settings.metrics_port):
-                yield instance
+            yield instance
         finally:
             await instance.stop()
 
 
-LEASE_NAME = "ocsp-stapler-operator"
-
-
 def _identity(settings: OperatorSettings) -> str:
     return settings.leader_election_identity or f"{socket.gethostname()}-{os.getpid()}"
+
+
+class LeadershipLost(Exception):
+    """The Lease was lost while leading. The process exits non-zero, as client-go's leader
+    election does: the restart begins clean, as a standby."""
 
 
 async def run_operator(
@@ -134,22 +113,35 @@ async def run_operator(
     instance_ready: Callable[[OperatorInstance], None] | None = None,
 ) -> None:
     """The operator until stopped; with leader election, a standby until it holds the Lease,
-    then the operator until it stops (the Lease released) or loses it (it returns at once,
-    having written nothing since its renew deadline)."""
-    if not settings.leader_election:
-        await _operate(settings, credentials=credentials, clock=clock, stop_flag=stop_flag,
-                       ready_flag=ready_flag, instance_ready=instance_ready)  # fmt: skip
-        return
+    then the operator until it stops (the Lease released) or loses it (``LeadershipLost``,
+    having written nothing since its renew deadline). /healthz and /metrics are served all
+    along, standby included."""
+    metrics, phase = Metrics(), Phase()
+    work = _Work(settings, credentials, clock, ready_flag, instance_ready, metrics, phase)
+    async with endpoints(metrics, phase, metrics_port=settings.metrics_port,
+                         health_port=settings.health_port):  # fmt: skip
+        if settings.leader_election:
+            await _elect_then_operate(work, stop_flag)
+        else:
+            await work.operate(stop_flag, "operating")
+
+
+async def _elect_then_operate(work: _Work, stop_flag: Flag | None) -> None:
+    settings = work.settings
     own_stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread (tests)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, own_stop.set)
+
+    def own_signals() -> None:
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, own_stop.set)
+
+    own_signals()
 
     def stopped() -> bool:
         return own_stop.is_set() or (stop_flag is not None and _is_set(stop_flag))
 
-    async with ApiClient(credentials, user_agent="ocsp-stapler-leader-election") as api:
+    async with ApiClient(work.credentials, user_agent="ocsp-stapler-leader-election") as api:
         elector = LeaderElector(
             api,
             namespace=settings.leader_election_namespace,
@@ -161,24 +153,45 @@ async def run_operator(
         )
         logger.info("standby as %s: waiting for the lease %s/%s", elector.identity,
                     settings.leader_election_namespace, LEASE_NAME)  # fmt: skip
+        stall = STALLED_AFTER_LEASES * settings.lease_duration_seconds
+        work.phase.enter("standby", lambda: elector.monotonic() - elector.attempted_at < stall)
         if not await elector.acquire(stopped) or stopped():
             await elector.release()  # a stop that came while the last attempt won
             return
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)  # kopf takes the signals from here on
         keeper = asyncio.create_task(elector.keep(), name="ocsp-stapler-lease")
         lost = asyncio.Event()
         keeper.add_done_callback(lambda _t: lost.set())
         stopping = asyncio.create_task(_either(own_stop, lost, stop_flag))
+        # A clean stop hands over first, then kopf and the reconciler wind down, fenced off:
+        # the standby need not wait for this process's shutdown.
+        stepping_down = asyncio.create_task(_step_down_when_stopped(elector, work, stopping))
         try:
-            await _operate(settings, credentials=credentials, clock=clock, stop_flag=stopping,
-                           ready_flag=ready_flag, instance_ready=instance_ready,
-                           fence=elector.write_window)  # fmt: skip
+            await work.operate(stopping, "leading", fence=elector.fence, signals=own_signals,
+                               also_alive=lambda: not keeper.done())  # fmt: skip
         finally:
             keeper.cancel()
             stopping.cancel()
+            await stepping_down
             await elector.release()
+        if elector.lost.is_set() and not stopped():
+            raise LeadershipLost(f"lease {LEASE_NAME} lost by {elector.identity}")
+
+
+async def _step_down_when_stopped(
+    elector: LeaderElector, work: _Work, stopping: asyncio.Task[None]
+) -> None:
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.shield(stopping)
+    if elector.lost.is_set():
+        return  # nothing to hand over: the fence is closed already
+    work.metrics.leader.set(0)
+    work.phase.enter("stopping", lambda: True)
+    await elector.step_down()
+
+
+STALLED_AFTER_LEASES = 3
+"""A standby whose election loop has not finished an attempt for this many lease durations is
+hung (each attempt is bounded well below one): /healthz fails and the kubelet restarts it."""
 
 
 def _is_set(flag: Flag) -> bool:
@@ -194,36 +207,56 @@ async def _either(own: asyncio.Event, lost: asyncio.Event, outer: Flag | None) -
         await asyncio.sleep(0.1)
 
 
-async def _operate(
-    settings: OperatorSettings,
-    *,
-    credentials: Credentials,
-    clock: Callable[[], datetime.datetime],
-    stop_flag: Flag | asyncio.Task[None] | None,
-    ready_flag: Flag | None,
-    instance_ready: Callable[[OperatorInstance], None] | None,
-    fence: Callable[[], float] | None = None,
-) -> None:
-    async with reconciler_running(settings, credentials=credentials, clock=clock,
-                                  fence=fence) as instance:  # fmt: skip
-        if instance_ready is not None:
-            instance_ready(instance)
-        liveness = (
-            f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port > 0 else None
-        )
-        logger.info(
-            "ocsp-stapler operator starting: namespaces=%s staple key=%s",
-            ",".join(settings.namespaces) or "(all)",
-            settings.staple_key,
-        )
-        await kopf.operator(
-            registry=build_registry(),
-            settings=kopf_settings(settings),
-            memo=kopf.Memo(operator=instance),
-            clusterwide=not settings.namespaces,
-            namespaces=list(settings.namespaces),
-            standalone=True,
-            liveness_endpoint=liveness,
-            stop_flag=stop_flag,
-            ready_flag=ready_flag,
-        )
+@dataclass
+class _Work:
+    """Everything the working phase needs, whether it is entered at once or after election."""
+
+    settings: OperatorSettings
+    credentials: Credentials
+    clock: Callable[[], datetime.datetime]
+    ready_flag: Flag | None
+    instance_ready: Callable[[OperatorInstance], None] | None
+    metrics: Metrics
+    phase: Phase
+
+    async def operate(
+        self,
+        stop_flag: Flag | asyncio.Task[None] | None,
+        phase: str,
+        *,
+        fence: WriteFence | None = None,
+        signals: Callable[[], None] | None = None,
+        also_alive: Callable[[], bool] = lambda: True,
+    ) -> None:
+        """kopf and the reconciler until ``stop_flag``; ``signals`` takes SIGTERM and SIGINT
+        back from kopf once it has set its own handlers (a leader hands over first)."""
+        settings = self.settings
+        async with reconciler_running(settings, credentials=self.credentials, clock=self.clock,
+                                      metrics=self.metrics, fence=fence) as instance:  # fmt: skip
+            if self.instance_ready is not None:
+                self.instance_ready(instance)
+            self.phase.enter(phase, lambda: instance.running() and also_alive())
+            self.metrics.leader.set(1)
+            logger.info(
+                "ocsp-stapler operator starting: namespaces=%s staple key=%s",
+                ",".join(settings.namespaces) or "(all)",
+                settings.staple_key,
+            )
+            try:
+                existing = set(asyncio.all_tasks())
+                tasks = await kopf.spawn_tasks(
+                    registry=build_registry(),
+                    settings=kopf_settings(settings),
+                    memo=kopf.Memo(operator=instance),
+                    clusterwide=not settings.namespaces,
+                    namespaces=list(settings.namespaces),
+                    standalone=True,
+                    stop_flag=stop_flag,
+                    ready_flag=self.ready_flag,
+                )
+                if signals is not None:
+                    signals()
+                await kopf.run_tasks(tasks, ignored=existing)
+            finally:
+                self.metrics.leader.set(0)
+                self.phase.enter("stopping", lambda: True)

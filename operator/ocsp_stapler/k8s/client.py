@@ -170,6 +170,37 @@ class Api(Protocol):
     async def delete(self, path: str) -> JsonObject: ...
 
 
+REQUEST_ERRORS: tuple[type[Exception], ...] = (
+    ApiError,
+    OSError,
+    TimeoutError,
+    aiohttp.ClientError,
+    ValueError,
+)
+"""What one request can raise: an answer refused, a connection lost, a timeout, a body that is
+not JSON. Callers that isolate one object's failure catch exactly these."""
+
+MAX_LIST_PAGES = 10_000
+"""Pages a paged list follows at most (5 million objects at 500 a page): an API server that
+keeps answering with a continue token cannot hold a caller for ever."""
+
+
+async def list_pages(
+    api: Api, path: str, params: Mapping[str, str] | None = None, *, page_size: int = 500
+) -> AsyncIterator[JsonObject]:
+    """Every item of a collection, read ``page_size`` at a time (limit and continue)."""
+    token = ""
+    for _ in range(MAX_LIST_PAGES):
+        paging = {"limit": str(page_size), **({"continue": token} if token else {})}
+        listed = await api.get(path, **(params or {}), **paging)
+        for item in listed.get("items") or []:
+            yield item
+        token = (listed.get("metadata") or {}).get("continue") or ""
+        if not token:
+            return
+    raise ApiError(500, "TooManyPages", f"{path}: still continuing after {MAX_LIST_PAGES} pages")
+
+
 class ApiClient:
     """One connection pool to one API server. Use as ``async with ApiClient(creds) as api``."""
 

@@ -13,9 +13,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import aiohttp
-
-from ocsp_stapler.k8s.client import Api, ApiError, resource_path
+from ocsp_stapler.k8s.client import REQUEST_ERRORS, Api, resource_path
 from ocsp_stapler.names import COMPONENT
 
 logger = logging.getLogger(__name__)
@@ -92,7 +90,7 @@ class EventPoster:
             await self._api.create(
                 resource_path(api_version="v1", plural="events", namespace=namespace), body
             )
-        except (ApiError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+        except REQUEST_ERRORS as exc:
             logger.warning(
                 "could not post event %s on %s %s/%s: %s",
                 reason,

@@ -22,7 +22,8 @@ The timing argument (defaults: lease 15 s, renew deadline 10 s, retry 2 s):
 So the old holder is silent for at least ``lease_duration - renew_deadline`` (5 s) before
 anyone else can hold the Lease, whatever the two machines' wall clocks say; only the rates
 of their monotonic clocks matter. A released Lease (holder cleared on SIGTERM) is taken at
-once.
+once, and without waiting for the holder's shutdown: a stop closes the fence, waits for the
+writes in flight (each bounded by its window) and releases the Lease first (``step_down``).
 """
 
 from __future__ import annotations
@@ -32,12 +33,11 @@ import contextlib
 import datetime
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
-import aiohttp
-
 from ocsp_stapler.k8s.client import (
+    REQUEST_ERRORS,
     Api,
     ApiClient,
     ApiError,
@@ -103,6 +103,11 @@ class LeaderElector:
         self._observed: tuple[Any, ...] | None = None
         self._observed_at = 0.0
         self.lost = asyncio.Event()
+        self.attempted_at = monotonic()
+        """Monotonic time the last attempt ended (liveness of a standby's loop)."""
+        self._last_failure: str | None = None
+        self.fence = WriteFence(self.write_window)
+        """What the reconciler's writes go through (``FencedApi``)."""
 
     def holds(self) -> bool:
         """Whether this process may write now (the fence)."""
@@ -130,12 +135,29 @@ class LeaderElector:
         try:
             async with asyncio.timeout(self.renew_deadline - self.retry_period):
                 held = await self._try(start)
-        except (ApiError, OSError, TimeoutError, aiohttp.ClientError, ValueError) as exc:
-            logger.info("lease %s: attempt failed: %r", self.name, exc)
+        except REQUEST_ERRORS as exc:
+            self._failed(exc)
             return False
+        finally:
+            self.attempted_at = self.monotonic()
+        self._last_failure = None
         if held:
             self.renewed_at = start
         return held
+
+    def _failed(self, exc: BaseException) -> None:
+        """Log a failure once while it repeats (every retry period otherwise); a refusal by
+        RBAC is a broken install, not a blip: an error."""
+        what = f"{type(exc).__name__}: {exc}"
+        if what == self._last_failure:
+            logger.debug("lease %s: attempt failed again: %s", self.name, what)
+            return
+        self._last_failure = what
+        refused = isinstance(exc, ApiError) and exc.status in (401, 403)
+        logger.log(logging.ERROR if refused else logging.WARNING,
+                   "lease %s: attempt failed%s: %s", self.name,
+                   " (is the Role for coordination.k8s.io leases installed?)" if refused else "",
+                   what)  # fmt: skip
 
     async def _try(self, start: float) -> bool:
         try:
@@ -187,15 +209,46 @@ class LeaderElector:
         return True
 
     async def acquire(self, stopped: Callable[[], bool]) -> bool:
-        """Wait as a standby until this process holds the Lease (True) or ``stopped()``."""
-        while not stopped():
-            if await self.try_once():
-                return True
-            for _ in range(max(1, round(self.retry_period / 0.1))):  # stop seen within 0.1 s
-                if stopped():
-                    return False
-                await asyncio.sleep(0.1)
-        return False
+        """Wait as a standby until this process holds the Lease (True) or ``stopped()``.
+
+        Between attempts it watches the Lease: one released (a clean stop) or deleted is
+        tried at once, not at the next retry period, so a rolling update hands over in about
+        the old leader's shutdown time. Polling stays the rule; the watch only hurries it."""
+        released = asyncio.Event()
+        watcher = asyncio.create_task(self._watch_for_release(released), name="lease-watch")
+        try:
+            while not stopped():
+                released.clear()
+                if await self.try_once():
+                    return True
+                for _ in range(max(1, round(self.retry_period / 0.1))):  # stop seen in 0.1 s
+                    if stopped():
+                        return False
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(released.wait(), 0.1)
+                    if released.is_set():
+                        break
+            return False
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+    async def _watch_for_release(self, released: asyncio.Event) -> None:
+        params = {"fieldSelector": f"metadata.name={self.name}"}
+        while True:
+            try:
+                async for event in self.api.watch(self.collection, params=params,
+                                                  timeout_seconds=120):  # fmt: skip
+                    kind = event.get("type")
+                    spec = (event.get("object") or {}).get("spec") or {}
+                    if kind == "DELETED" or (
+                        kind in ("ADDED", "MODIFIED") and not spec.get("holderIdentity")
+                    ):
+                        released.set()
+            except REQUEST_ERRORS as exc:
+                logger.debug("lease %s: watch ended: %r", self.name, exc)
+            await asyncio.sleep(self.retry_period)
 
     async def keep(self) -> None:
         """Renew every retry period; set ``lost`` (and return) once the fence has closed."""
@@ -208,12 +261,19 @@ class LeaderElector:
                 self.lost.set()
                 return
 
+    async def step_down(self) -> None:
+        """A clean stop, before the rest of the process stops: no new write, the writes in
+        flight landed or cut off, then the Lease released (a standby takes it at once)."""
+        await self.fence.close()
+        await self.release()
+
     async def release(self) -> None:
         """Give the Lease up (a clean stop): a standby takes it at its next try."""
         if not self.holds():
             return
         self.renewed_at = None  # no write from here on, whatever the answer
-        with contextlib.suppress(ApiError, OSError, TimeoutError, aiohttp.ClientError, ValueError):
+        await self.fence.close()  # a write in flight lands before the Lease goes
+        with contextlib.suppress(*REQUEST_ERRORS):
             async with asyncio.timeout(self.retry_period):
                 lease = await self.api.get(self.path)
                 spec = lease.get("spec") or {}
@@ -225,26 +285,59 @@ class LeaderElector:
                 logger.info("lease %s released by %s", self.name, self.identity)
 
 
+class WriteFence:
+    """The time this replica may still start a write in (``window``), until closed; counts the
+    writes in flight, so a stop can wait for them before it gives the Lease up."""
+
+    def __init__(self, window: Callable[[], float]) -> None:
+        self._window = window
+        self._closed = False
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def window(self) -> float:
+        return 0.0 if self._closed else self._window()
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+    async def close(self) -> None:
+        """No write starts from now; returns once those in flight have ended (each is
+        bounded by the window it started with)."""
+        self._closed = True
+        await self._idle.wait()
+
+
 class FencedApi:
     """The reconciler's view of the API: reads pass; a write starts only while this replica
     leads, and is cut off (``NotLeader``) if it has not completed within the time it still
     leads, less ``SAFETY`` (a slow server or a full connection pool cannot carry a write past
     the fence). A replica that lost the Lease, or never had it, writes nothing."""
 
-    def __init__(self, api: Api, write_window: Callable[[], float]) -> None:
+    def __init__(self, api: Api, fence: WriteFence) -> None:
         self.api = api
-        self.write_window = write_window
+        self.fence = fence
 
     async def _fenced(
         self, what: str, path: str, write: Coroutine[Any, Any, JsonObject]
     ) -> JsonObject:
-        window = self.write_window()
+        window = self.fence.window()
         if window <= 0:
             write.close()  # never sent
             raise NotLeader(f"not the leader: {what} {path} refused")
         try:
-            async with asyncio.timeout(window):
-                return await write
+            with self.fence.writing():
+                async with asyncio.timeout(window):
+                    return await write
         except TimeoutError:
             raise NotLeader(f"the lease may end before {what} {path} lands: cut off") from None
 

@@ -30,6 +30,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from ocsp_stapler.net.probes import serving
 from ocsp_stapler.ocsp.responses import Staple
 
 
@@ -70,10 +71,6 @@ class SyncMetrics:
 async def health_server(
     metrics: SyncMetrics, *, address: str, port: int, stale_after: float
 ) -> AsyncIterator[None]:
-    if port <= 0:
-        yield
-        return
-
     async def healthz(_r: web.Request) -> web.Response:
         age = time.monotonic() - metrics.beat
         if age > stale_after:
@@ -89,14 +86,6 @@ async def health_server(
         return web.Response(body=generate_latest(metrics.registry),
                             headers={"Content-Type": CONTENT_TYPE_LATEST})  # fmt: skip
 
-    app = web.Application()
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", serve)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, address, port).start()
-    try:
+    routes = {(port, "/healthz"): healthz, (port, "/readyz"): readyz, (port, "/metrics"): serve}
+    async with serving(routes, address=address):
         yield
-    finally:
-        await runner.cleanup()
