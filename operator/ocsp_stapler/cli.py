@@ -316,7 +316,7 @@ def operator_command(
 ) -> None:
     """Run the operator: keep a verified staple in every opted-in TLS Secret."""
     from ocsp_stapler.config import ConfigError, from_environment  # noqa: PLC0415 (kopf is heavy)
-    from ocsp_stapler.controller.running import run_operator  # noqa: PLC0415
+    from ocsp_stapler.controller.running import LeadershipLost, run_operator  # noqa: PLC0415
     from ocsp_stapler.controller.settings import OperatorSettings  # noqa: PLC0415
     from ocsp_stapler.k8s.client import load_credentials  # noqa: PLC0415
     from ocsp_stapler.logs import configure_logging  # noqa: PLC0415
@@ -331,7 +331,10 @@ def operator_command(
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     configure_logging(settings.log_format, debug=verbose)
-    asyncio.run(run_operator(settings, credentials=load_credentials(kubeconfig)))
+    try:
+        asyncio.run(run_operator(settings, credentials=load_credentials(kubeconfig)))
+    except LeadershipLost:
+        sys.exit(1)  # logged where it was lost; the restart begins as a standby
 
 
 @main.command("ingress")
@@ -557,3 +560,69 @@ def staple_command(
     configure_logging(settings.log_format)
     sys.exit(asyncio.run(run_host(certificates, settings=settings, clock=_now, poll=poll,
                                   once=once)))  # fmt: skip
+
+
+@main.command("cleanup")
+@click.option(
+    "--kubeconfig",
+    type=click.Path(dir_okay=False),
+    help="Kubeconfig; default as kubectl, then in-cluster.",
+)
+@click.option("--context", help="Kubeconfig context (default: the current one).")
+@click.option("--namespace", "namespaces", multiple=True,
+              help="Only this namespace (repeatable). Default: all namespaces.")  # fmt: skip
+@click.option("--staple-key", help="The Secret data key staples were written to "
+              "(OCSP_STAPLER_STAPLE_KEY, else tls.ocsp-staple).")  # fmt: skip
+@click.option("--include-opt-in", is_flag=True,
+              help="Also remove the opt-in and responder-url annotations.")  # fmt: skip
+@click.option("--apply", is_flag=True, help="Make the changes (default: only list them).")
+@click.option("--force", is_flag=True, help="With --apply: even while an operator holds its Lease.")
+def cleanup_command(
+    *,
+    kubeconfig: str | None,
+    context: str | None,
+    namespaces: tuple[str, ...],
+    staple_key: str | None,
+    include_opt_in: bool,
+    apply: bool,
+    force: bool,
+) -> None:
+    """Remove every staple, annotation and OCSPStaple the operator made (after uninstall).
+
+    A dry run unless --apply: each change is listed, none is made. Exits 2 if any failed."""
+    from ocsp_stapler.controller.uninstall import OperatorStillRunning, clean  # noqa: PLC0415
+    from ocsp_stapler.k8s.client import (  # noqa: PLC0415
+        REQUEST_ERRORS,
+        ApiClient,
+        load_credentials,
+    )
+    from ocsp_stapler.names import STAPLE_KEY  # noqa: PLC0415
+
+    key = staple_key or os.environ.get("OCSP_STAPLER_STAPLE_KEY") or STAPLE_KEY
+
+    async def run() -> int:
+        async with ApiClient(load_credentials(kubeconfig, context),
+                             user_agent="ocsp-stapler-cleanup") as api:  # fmt: skip
+            try:
+                outcome = await clean(api, namespaces=namespaces, staple_key=key,
+                                      user_annotations=include_opt_in, apply=apply,
+                                      force=force)  # fmt: skip
+            except OperatorStillRunning as exc:
+                click.echo(f"ocsp-stapler: an operator still holds its Lease: {exc}; "
+                           "uninstall it first (or --force)", err=True)  # fmt: skip
+                return 2
+            except REQUEST_ERRORS as exc:
+                click.echo(f"ocsp-stapler: cleanup failed: {exc}", err=True)
+                return 2
+        for leader in outcome.leaders:
+            click.echo(f"warning: an operator still holds its Lease: {leader}", err=True)
+        verb = "" if apply else "would "
+        for step in outcome.steps:
+            click.echo(f"{verb}{step}")
+        for failure in outcome.failures:
+            click.echo(f"failed: {failure}", err=True)
+        done = f"{len(outcome.steps)} change(s) {'made' if apply else 'to make'}"
+        click.echo(done + ("" if apply or not outcome.steps else "; run with --apply to make them"))
+        return 2 if outcome.failures else 0
+
+    sys.exit(asyncio.run(run()))

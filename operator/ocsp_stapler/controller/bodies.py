@@ -63,16 +63,34 @@ def is_enabled(body: Body) -> bool:
     return annotations_of(body).get(ENABLED) == "true"
 
 
-def our_annotations(body: Body) -> list[str]:
-    """Annotations we own on this Secret (the opt-in itself is the user's)."""
-    return [k for k in annotations_of(body) if k.startswith(ANNOTATION_PREFIX) and k != ENABLED]
+@dataclass(frozen=True)
+class Traces:
+    """What to remove from a Secret to leave nothing of ocsp-stapler on it."""
+
+    data_keys: list[str]
+    annotation_keys: list[str]
+
+    def __bool__(self) -> bool:
+        return bool(self.data_keys or self.annotation_keys)
+
+
+def traces_of(body: Body, staple_key: str, *, opted_in: bool, user_annotations: bool) -> Traces:
+    """The staple and the annotations the operator wrote; ``opted_in``: the Secret was
+    managed, so its staple key is the operator's whatever else it carries (otherwise the
+    staple is ours only with the certificate annotation written beside it: a staple someone
+    else put into a Secret that never opted in is left alone); ``user_annotations``: the
+    opt-in and the responder override go too (a whole uninstall, not an opt-out)."""
+    annotations = annotations_of(body)
+    ours = opted_in or STAPLE_CERT_SHA256 in annotations
+    data_keys = [staple_key] if ours and staple_key in data_of(body) else []
+    kept = () if user_annotations else (ENABLED, RESPONDER_URL)
+    keys = [k for k in annotations if k.startswith(ANNOTATION_PREFIX) and k not in kept]
+    return Traces(data_keys=data_keys, annotation_keys=keys)
 
 
 def has_traces(body: Body, staple_key: str) -> bool:
-    """Whether anything we write is on this Secret (to clean up after an opt-out)."""
-    return staple_key in data_of(body) or bool(
-        [k for k in our_annotations(body) if k != RESPONDER_URL]
-    )
+    """Whether anything we write is on this managed Secret (to clean up after an opt-out)."""
+    return bool(traces_of(body, staple_key, opted_in=True, user_annotations=False))
 
 
 def check_responder_override(value: str | None) -> str | None:

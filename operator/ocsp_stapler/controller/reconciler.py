@@ -34,13 +34,12 @@ from ocsp_stapler.controller.bodies import (
     Body,
     SecretRef,
     SecretView,
-    data_of,
     decode,
     has_traces,
     is_enabled,
     is_tls,
-    our_annotations,
     ref_of,
+    traces_of,
 )
 from ocsp_stapler.controller.eventing import EventRecorder, EventType
 from ocsp_stapler.controller.lifecycle import (
@@ -67,7 +66,7 @@ from ocsp_stapler.controller.scheduling import Scheduler
 from ocsp_stapler.controller.settings import OperatorSettings
 from ocsp_stapler.controller.statuses import staple_object, status_of
 from ocsp_stapler.k8s.client import Api, ApiError, Conflict, Invalid, NotFound, resource_path
-from ocsp_stapler.names import CRD_API_VERSION, CRD_PLURAL, RESPONDER_URL
+from ocsp_stapler.names import CRD_API_VERSION, CRD_PLURAL
 from ocsp_stapler.ocsp import errors
 from ocsp_stapler.ocsp.responses import (
     CertStatus,
@@ -237,10 +236,9 @@ class Reconciler:
         """Opt-out: remove the staple and our annotations, and the OCSPStaple object."""
         record = self.records.get(ref)
         await self.forget(ref)
-        data_keys = [self.settings.staple_key] if self.settings.staple_key in data_of(body) else []
-        annotation_keys = [k for k in our_annotations(body) if k != RESPONDER_URL]
-        if data_keys or annotation_keys:
-            patch = secretpatches.cleanup(data_keys=data_keys, annotation_keys=annotation_keys)
+        traces = traces_of(body, self.settings.staple_key, opted_in=True, user_annotations=False)
+        if traces:
+            patch = secretpatches.cleanup(traces)
             try:
                 await self.api.patch(self._secret_path(ref), patch, patch_type="json")
                 self.metrics.writes.labels(action="cleanup").inc()

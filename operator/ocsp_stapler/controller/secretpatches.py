@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ocsp_stapler.controller.bodies import SecretView
+from ocsp_stapler.controller.bodies import SecretView, Traces
 from ocsp_stapler.names import STAPLE_CERT_SHA256, STAPLE_ISSUER, TLS_CERT_KEY
 
 Patch = list[dict[str, Any]]
@@ -68,8 +68,17 @@ def remove_staple(view: SecretView, *, staple_key: str) -> Patch:
     return ops
 
 
-def cleanup(*, data_keys: list[str], annotation_keys: list[str]) -> Patch:
-    """After an opt-out: remove the staple and our annotations, whatever they hold."""
-    return [{"op": "remove", "path": pointer("data", k)} for k in data_keys] + [
-        {"op": "remove", "path": pointer("metadata", "annotations", k)} for k in annotation_keys
-    ]
+def cleanup(traces: Traces, *, resource_version: str | None = None) -> Patch:
+    """After an opt-out or an uninstall: remove the staple and our annotations, whatever they
+    hold; with ``resource_version``, only from that version of the Secret (422 otherwise)."""
+    guard: Patch = []
+    if resource_version is not None:
+        guard = [{"op": "test", "path": "/metadata/resourceVersion", "value": resource_version}]
+    return (
+        guard
+        + [{"op": "remove", "path": pointer("data", k)} for k in traces.data_keys]
+        + [
+            {"op": "remove", "path": pointer("metadata", "annotations", k)}
+            for k in traces.annotation_keys
+        ]
+    )
