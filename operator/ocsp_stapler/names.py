@@ -33,11 +33,13 @@ CA_CERT_KEY = "ca.crt"
 TLS_SECRET_TYPE = "kubernetes.io/tls"  # noqa: S105 (a type name, not a password)
 
 INGRESS_CONTROLLER = f"{GROUP}/ingress"
+"""The IngressClass controller, and the reporting controller of the ingress's Events."""
+OPERATOR_CONTROLLER = f"{GROUP}/operator"
+"""The reporting controller of the operator's Events."""
 INGRESS_CLASS = "ocsp-stapler"
 
 LEASE_NAME = "ocsp-stapler-operator"
 """The coordination.k8s.io/v1 Lease operator replicas elect their leader on."""
 
-COMPONENT = "ocsp-stapler"
 ENV_PREFIX = "OCSP_STAPLER_"
 METRICS_PREFIX = "ocsp_stapler_"

@@ -8,11 +8,12 @@ import base64
 from pathlib import Path
 from typing import Any
 
+import pytest
 from devcluster.controlplane import ControlPlane
 from devcluster.pki import TestPKI
 from devcluster.responder import OpenSSLResponder
 
-from ocsp_stapler.k8s.client import ApiClient
+from ocsp_stapler.k8s.client import ApiClient, Invalid, resource_path
 from ocsp_stapler.ocsp.chains import sha256_hex
 from support.clocks import FakeClock
 from support.kube import event_reasons, events_for, get_or_none, secret_path, wait_for
@@ -61,8 +62,20 @@ async def test_first_staple(
     assert status["refreshAt"] < status["nextUpdate"]
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert (ready["status"], ready["reason"]) == ("True", "Stapled")
+    generation = staple["metadata"]["generation"]
+    assert status["observedGeneration"] == ready["observedGeneration"] == generation
     assert staple["metadata"]["ownerReferences"][0]["uid"] == body["metadata"]["uid"]
     assert "Stapled" in await event_reasons(api, namespace, "web")
+    events = await api.get(
+        resource_path(api_version="events.k8s.io/v1", plural="events", namespace=namespace),
+        fieldSelector="regarding.name=web,regarding.kind=Secret",
+    )
+    stapled = next(e for e in events["items"] if e["reason"] == "Stapled")
+    assert stapled["reportingController"] == "ocsp-stapler.dev/operator"
+    assert stapled["action"] == "Staple"
+    assert stapled["regarding"]["uid"] == body["metadata"]["uid"]
+    with pytest.raises(Invalid, match="cannot be changed"):  # so the generation stays observed
+        await api.patch(staple_path(namespace, "web"), {"spec": {"secretName": "other"}})
 
     table = cluster.kubectl("get", "staples", "-n", namespace)
     header, row = table.splitlines()[:2]
@@ -77,6 +90,9 @@ async def test_first_staple(
     ]
     assert row.split()[:3] == ["web", "web", "good"]
     assert row.split()[5] == "True"
+    wide = cluster.kubectl("get", "staples", "-n", namespace, "-o", "wide").splitlines()
+    assert wide[0].split()[5:8] == ["READY", "REASON", "LAST-ERROR"]
+    assert wide[1].split()[5:7] == ["True", "Stapled"]
 
 
 async def test_revoked_is_stapled_with_a_warning(
@@ -97,6 +113,8 @@ async def test_revoked_is_stapled_with_a_warning(
     assert "keyCompromise" in revoked[0]["message"]
     obj = await wait_for(lambda: status_with(api, namespace, "rev", "certStatus", "revoked"))
     assert obj["status"]["revocationReason"] == "keyCompromise"
+    ready = obj["status"]["conditions"][0]
+    assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "False", "Revoked")
 
 
 async def test_rotation_replaces_the_staple(

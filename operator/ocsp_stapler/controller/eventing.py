@@ -13,7 +13,7 @@ from datetime import datetime
 from ocsp_stapler.controller.bodies import SecretRef
 from ocsp_stapler.k8s.client import Api
 from ocsp_stapler.k8s.events import EventPoster, EventType
-from ocsp_stapler.names import COMPONENT
+from ocsp_stapler.names import OPERATOR_CONTROLLER
 
 __all__ = ["EventRecorder", "EventType"]
 
@@ -21,7 +21,7 @@ __all__ = ["EventRecorder", "EventType"]
 class EventRecorder:
     def __init__(self, api: Api, clock: Callable[[], datetime]) -> None:
         self._poster = EventPoster(
-            api, clock=clock, reporting_component=f"{COMPONENT}.dev/operator"
+            api, clock=clock, reporting_controller=OPERATOR_CONTROLLER, action="Staple"
         )
 
     async def post(

@@ -65,7 +65,15 @@ from ocsp_stapler.controller.records import SecretRecord
 from ocsp_stapler.controller.scheduling import Scheduler
 from ocsp_stapler.controller.settings import OperatorSettings
 from ocsp_stapler.controller.statuses import staple_object, status_of
-from ocsp_stapler.k8s.client import Api, ApiError, Conflict, Invalid, NotFound, resource_path
+from ocsp_stapler.k8s.client import (
+    Api,
+    ApiError,
+    Conflict,
+    Invalid,
+    JsonObject,
+    NotFound,
+    resource_path,
+)
 from ocsp_stapler.names import CRD_API_VERSION, CRD_PLURAL
 from ocsp_stapler.ocsp import errors
 from ocsp_stapler.ocsp.responses import (
@@ -732,7 +740,7 @@ class Reconciler:
         )
         if not self.crd_available:
             return
-        status = status_of(record, now=self.clock(), previous=record.published_ready)
+        status = self._status(record)
         digest = hash(json.dumps(status, sort_keys=True))
         if digest == record.published_digest:
             return
@@ -742,7 +750,8 @@ class Reconciler:
                     api_version=CRD_API_VERSION, plural=CRD_PLURAL, namespace=record.ref.namespace
                 )
                 try:
-                    await self.api.create(collection, staple_object(record))
+                    created = await self.api.create(collection, staple_object(record))
+                    record.staple_generation = _generation(created, record.staple_generation)
                 except Conflict:
                     pass  # it exists (operator restart): its status is patched below
                 except NotFound as exc:
@@ -750,7 +759,12 @@ class Reconciler:
                     logger.error("OCSPStaple CRD not installed; status is not reported: %s", exc)
                     return
                 record.staple_object_created = True
-            await self.api.patch(self._staple_path(record.ref, "status"), {"status": status})
+            patched = await self.api.patch(
+                self._staple_path(record.ref, "status"), {"status": status}
+            )
+            # The CRD keeps the spec fixed, so this stays 1; an object someone else's CRD let
+            # change is observed from the next status on.
+            record.staple_generation = _generation(patched, record.staple_generation)
         except NotFound:
             record.staple_object_created = False  # deleted by someone: recreated next time
             return
@@ -760,6 +774,10 @@ class Reconciler:
         record.published_digest = digest
         ready = status["conditions"][0]
         record.published_ready = (ready["status"], ready["lastTransitionTime"])
+
+    def _status(self, record: SecretRecord) -> dict[str, Any]:
+        return status_of(record, now=self.clock(), previous=record.published_ready,
+                         generation=record.staple_generation)  # fmt: skip
 
     async def _delete_staple_object(self, ref: SecretRef) -> None:
         if not self.crd_available:
@@ -786,6 +804,12 @@ class Reconciler:
         """Wait until no work is due now (tests and benchmarks)."""
         await asyncio.sleep(0)
         await self.scheduler.idle()
+
+
+def _generation(obj: JsonObject, default: int) -> int:
+    """metadata.generation of an API answer (the in-memory API of the simulation has none)."""
+    value = (obj.get("metadata") or {}).get("generation")
+    return value if isinstance(value, int) and value > 0 else default
 
 
 def _namespace_of(ref: SecretRef) -> str:

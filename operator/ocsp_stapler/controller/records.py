@@ -59,6 +59,9 @@ class SecretRecord:
     published_ready: tuple[str, str] | None = None
     """(status, lastTransitionTime) of the Ready condition last published."""
     staple_object_created: bool = False
+    staple_generation: int = 1
+    """metadata.generation of the OCSPStaple (1 unless someone edited its spec): the status
+    says it observed it."""
     ever_stapled: bool = False
 
     @property

@@ -42,28 +42,66 @@ def staple_object(record: SecretRecord) -> dict[str, Any]:
     }
 
 
-def _ready(record: SecretRecord) -> tuple[str, str, str]:
-    """(status, reason, message) of the Ready condition."""
-    if record.problem is not None:
-        return "False", record.problem.reason, record.problem.message
-    if record.held is not None:
-        if record.held.status is CertStatus.REVOKED:
-            return "True", "Revoked", "the certificate is revoked; the revoked response is stapled"
-        message = f"stapled; valid until {iso(record.held.expires_at)}"
+READY_REASONS = {
+    "Stapled": "True: a verified staple of a good certificate is in the Secret, valid now",
+    "Revoked": "the CA says the certificate is revoked (its revoked response is stapled, or "
+    "removed with revokedAction remove)",
+    "Unknown": "the responder does not know the certificate",
+    "Expired": "the staple held has passed its nextUpdate (it is being removed)",
+    "Pending": "no staple yet: the first fetch has not finished",
+}
+"""The Ready condition's reasons besides the problem reasons of ``ocsp.errors`` (NoResponder,
+ChainInvalid, IssuerNotFound, FetchFailed, DestinationRefused, ...), as the README lists them."""
+
+
+def _ready(record: SecretRecord, now: datetime.datetime) -> tuple[str, str, str]:
+    """(status, reason, message) of the Ready condition: True only for a current staple of
+    a good certificate."""
+    held = record.held
+    if (
+        record.problem is None
+        and held is not None
+        and held.status is CertStatus.GOOD
+        and held.expires_at > now
+    ):
+        message = f"stapled; valid until {iso(held.expires_at)}"
         if record.last_error:
             message += f"; last refresh failed: {record.last_error}"
         return "True", "Stapled", message
+    return "False", *_not_ready(record)
+
+
+def _not_ready(record: SecretRecord) -> tuple[str, str]:
+    held = record.held
+    if record.problem is not None:
+        return record.problem.reason, record.problem.message
+    held_status = held.status if held else None
+    if CertStatus.REVOKED in (record.last_status, held_status):
+        served = (
+            "the revoked response is stapled"
+            if held_status is CertStatus.REVOKED
+            else "no revoked response is stapled"
+        )
+        return "Revoked", f"the certificate is revoked; {served}"
+    if held is not None and held.status is CertStatus.GOOD:
+        return "Expired", f"the staple expired at {iso(held.expires_at)}"
     if record.last_status is CertStatus.UNKNOWN:
-        return "False", "Unknown", "the responder does not know the certificate"
+        return "Unknown", "the responder does not know the certificate"
     if record.last_error:
-        return "False", record.last_reason or "FetchFailed", record.last_error
-    return "False", "Pending", "no staple yet"
+        return record.last_reason or "FetchFailed", record.last_error
+    return "Pending", "no staple yet"
 
 
 def status_of(
-    record: SecretRecord, *, now: datetime.datetime, previous: tuple[str, str] | None
+    record: SecretRecord,
+    *,
+    now: datetime.datetime,
+    previous: tuple[str, str] | None,
+    generation: int,
 ) -> dict[str, Any]:
-    status: dict[str, Any] = {}
+    """The status for the OCSPStaple's ``generation`` (its spec never changes what the
+    operator does, so every status observes the generation it is written to)."""
+    status: dict[str, Any] = {"observedGeneration": generation}
     leaf = record.leaf
     if leaf is not None:
         status["certificate"] = {
@@ -99,11 +137,11 @@ def status_of(
             "observedCertificateSHA256": record.cert_sha256,
         }
     )
-    state, reason, message = _ready(record)
+    state, reason, message = _ready(record, now)
     # ``previous`` is the Ready condition last published: (status, lastTransitionTime).
     transition = previous[1] if previous is not None and previous[0] == state else iso(now)
     status["conditions"] = [
         {"type": "Ready", "status": state, "reason": reason, "message": message[:1024],
-         "lastTransitionTime": transition}
+         "lastTransitionTime": transition, "observedGeneration": generation}
     ]  # fmt: skip
     return status  # None values are sent as null: a merge patch then removes the field

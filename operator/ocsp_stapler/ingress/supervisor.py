@@ -44,7 +44,7 @@ from ocsp_stapler.ingress.snapshots import REASONS, SecretProblem, SnapshotBuild
 from ocsp_stapler.k8s.client import ApiClient, Credentials, resource_path
 from ocsp_stapler.k8s.events import EventPoster
 from ocsp_stapler.k8s.informers import Informer
-from ocsp_stapler.names import COMPONENT, TLS_SECRET_TYPE
+from ocsp_stapler.names import INGRESS_CONTROLLER, TLS_SECRET_TYPE
 from ocsp_stapler.ocsp.responses import VerifyPolicy
 
 logger = logging.getLogger("ocsp_stapler.ingress")
@@ -433,7 +433,7 @@ class Supervisor:
         runner = await self._health_app() if s.health_port else None
         async with ApiClient(self.credentials, user_agent="ocsp-stapler-ingress") as api:
             self.events = EventPoster(
-                api, clock=utcnow, reporting_component=f"{COMPONENT}.dev/ingress"
+                api, clock=utcnow, reporting_controller=INGRESS_CONTROLLER, action="Serve"
             )
             self._make_informers(api)
             tasks = [loop.create_task(i.run()) for group in self.informers.values() for i in group]

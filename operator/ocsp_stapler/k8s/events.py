@@ -1,4 +1,8 @@
-"""Posting core/v1 Events: how people hear about a problem in `kubectl describe`.
+"""Posting events.k8s.io/v1 Events: how people hear about a problem in `kubectl describe`.
+
+The events.k8s.io API (not core/v1's) because it names the reporting controller and instance
+and the action, as controllers are asked to since Kubernetes 1.19; `kubectl describe` and
+`kubectl get events` show them as they show core Events (one storage).
 
 Shared by the operator (Events on Secrets) and the ingress (Events on the Ingresses whose
 Secret it cannot use), which must not import each other. Posted through our API client, and
@@ -8,13 +12,13 @@ a failed post is logged and dropped: Events are for people, never a reason to st
 from __future__ import annotations
 
 import logging
+import secrets
 import socket
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from ocsp_stapler.k8s.client import REQUEST_ERRORS, Api, resource_path
-from ocsp_stapler.names import COMPONENT
 
 logger = logging.getLogger(__name__)
 
@@ -24,9 +28,9 @@ MAX_MESSAGE = 1024
 """Characters of an Event message kept (the API server refuses much longer ones)."""
 
 
-def timestamp(now: datetime) -> str:
-    """An RFC 3339 time as Events carry it: UTC, whole seconds, ``Z``."""
-    return now.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+def micro_time(now: datetime) -> str:
+    """A MicroTime as eventTime carries it: UTC, microseconds, ``Z``."""
+    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def event_body(
@@ -35,41 +39,49 @@ def event_body(
     type: EventType,
     reason: str,
     message: str,
+    action: str,
     now: datetime,
-    reporting_component: str,
+    reporting_controller: str,
     instance: str,
 ) -> dict[str, Any]:
-    """A core/v1 Event about ``involved`` (apiVersion, kind, name, namespace, uid)."""
-    stamp = timestamp(now)
+    """An events.k8s.io/v1 Event about ``involved`` (apiVersion, kind, name, namespace, uid)."""
+    unique = secrets.token_hex(2)  # two posts in one nanosecond (a fake clock) stay apart
     return {
-        "apiVersion": "v1",
+        "apiVersion": "events.k8s.io/v1",
         "kind": "Event",
         "metadata": {
-            "generateName": f"{involved['name'][:200]}.",
+            # As client-go names them (events.k8s.io refuses a generateName ending in "."):
+            # the object's name (a DNS subdomain already), a dot, a unique hex suffix.
+            "name": f"{involved['name'][:200]}.{int(now.timestamp() * 1e9):x}{unique}",
             "namespace": involved["namespace"],
         },
-        "involvedObject": dict(involved),
+        "regarding": dict(involved),
         "type": type,
         "reason": reason,
-        "message": message[:MAX_MESSAGE],
-        "source": {"component": COMPONENT},
-        "reportingComponent": reporting_component,
+        "action": action,
+        "note": message[:MAX_MESSAGE],
+        "eventTime": micro_time(now),
+        "reportingController": reporting_controller,
         "reportingInstance": instance[:128],
-        "firstTimestamp": stamp,
-        "lastTimestamp": stamp,
-        "count": 1,
     }
 
 
 class EventPoster:
-    """Posts Events as one reporting component (``ocsp-stapler.dev/operator``, ``.../ingress``)."""
+    """Posts Events as one reporting controller (``ocsp-stapler.dev/operator``,
+    ``.../ingress``) doing one kind of ``action`` (``Staple``, ``Serve``)."""
 
     def __init__(
-        self, api: Api, *, clock: Callable[[], datetime], reporting_component: str
+        self,
+        api: Api,
+        *,
+        clock: Callable[[], datetime],
+        reporting_controller: str,
+        action: str,
     ) -> None:
         self._api = api
         self._clock = clock
-        self._component = reporting_component
+        self._controller = reporting_controller
+        self._action = action
         self._instance = socket.gethostname()
 
     async def post(
@@ -81,15 +93,18 @@ class EventPoster:
             type=type,
             reason=reason,
             message=message,
+            action=self._action,
             now=self._clock(),
-            reporting_component=self._component,
+            reporting_controller=self._controller,
             instance=self._instance,
         )
         namespace = involved["namespace"]
         try:
             await self._api.create(
-                resource_path(api_version="v1", plural="events", namespace=namespace), body
-            )
+                resource_path(api_version="events.k8s.io/v1", plural="events",
+                              namespace=namespace),
+                body,
+            )  # fmt: skip
         except REQUEST_ERRORS as exc:
             logger.warning(
                 "could not post event %s on %s %s/%s: %s",
