@@ -15,7 +15,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 VALUES = ROOT / "charts" / "ocsp-stapler" / "values.yaml"
 BEGIN, END = "<!-- values-reference:begin -->", "<!-- values-reference:end -->"
-FREE_FORM = {"resources", "podAnnotations", "nodeSelector", "tolerations", "affinity", "labels"}
+# Maps passed through to Kubernetes as they are: documented as a whole, not key by key.
+FREE_FORM = {"resources", "podAnnotations", "nodeSelector", "tolerations", "affinity", "labels",
+             "podSecurityContext", "containerSecurityContext"}  # fmt: skip
 
 
 def rows() -> list[tuple[str, str, str]]:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the local control plane (kube-apiserver, kubectl, etcd, helm) from Go modules.
+# Builds the local control plane (kube-apiserver, kubectl, etcd, helm) and promtool (the
+# chart's alert tests) from Go modules.
 #
 # Why from source: this machine has no Docker and no binary downloads, only the Go module
 # proxy. Every binary is cached in $OCSP_STAPLER_BIN_DIR (default: .cache/bin at the repo
@@ -17,6 +18,7 @@ export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0
 k8s_version=$(awk '$1 == "k8s.io/kubernetes" {print $2}' "$here/go.mod")
 etcd_version=$(awk '$1 == "go.etcd.io/etcd/server/v3" {print $2}' "$here/go.mod")
 helm_version=$(awk '{for (i = 1; i < NF; i++) if ($i == "helm.sh/helm/v3") print $(i + 1)}' "$here/helm/go.mod" | head -1)
+prometheus_module=$(awk '{for (i = 1; i < NF; i++) if ($i == "github.com/prometheus/prometheus") print $(i + 1)}' "$here/promtool/go.mod" | head -1)
 
 mkdir -p "$bin_dir"
 
@@ -44,7 +46,18 @@ version_ldflags() {  # stamps what /version and --version report
     "-X k8s.io/client-go/pkg/version.gitMajor=$major -X k8s.io/client-go/pkg/version.gitMinor=$minor"
 }
 
-want=${*:-etcd kube-apiserver kubectl helm}
+# Prometheus tags its Go module v0.<major*100+minor>.<patch>: module v0.316.0 is Prometheus 3.16.0.
+prometheus_rest=${prometheus_module#v0.}
+prometheus_minor=${prometheus_rest%%.*}
+prometheus_version=v$((prometheus_minor / 100)).$((prometheus_minor % 100)).${prometheus_rest#*.}
+
+promtool_ldflags() {  # stamps what `promtool --version` reports, as Prometheus's .promu.yml does
+  local pkg=github.com/prometheus/common/version
+  echo "-X $pkg.Version=${prometheus_version#v} -X $pkg.Revision=$prometheus_module" \
+    "-X $pkg.Branch=HEAD -X $pkg.BuildUser=ocsp-stapler -X $pkg.BuildDate=19700101-00:00:00"
+}
+
+want=${*:-etcd kube-apiserver kubectl helm promtool}
 for tool in $want; do
   case $tool in
     etcd) build etcd "$etcd_version" "$here" go.etcd.io/etcd/server/v3 ;;
@@ -52,6 +65,8 @@ for tool in $want; do
     kubectl) build kubectl "$k8s_version" "$here" k8s.io/kubernetes/cmd/kubectl "$(version_ldflags)" ;;
     helm) build helm "$helm_version" "$here/helm" helm.sh/helm/v3/cmd/helm \
       "-X helm.sh/helm/v3/internal/version.version=$helm_version" ;;
+    promtool) build promtool "$prometheus_version" "$here/promtool" \
+      github.com/prometheus/prometheus/cmd/promtool "$(promtool_ldflags)" ;;
     *) echo "unknown tool: $tool" >&2; exit 2 ;;
   esac
 done

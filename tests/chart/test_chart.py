@@ -4,22 +4,26 @@ the chart's own ServiceAccount token, Pod Security "restricted", and the image's
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import values_reference
 import yaml
 from devcluster.controlplane import REPO_ROOT, ControlPlane, bin_dir
 from devcluster.pki import TestPKI
 from devcluster.responder import OpenSSLResponder
 
+from ocsp_stapler.controller.running import LEASE_NAME
 from ocsp_stapler.controller.settings import OperatorSettings
-from ocsp_stapler.k8s.client import ApiClient, load_credentials, resource_path
-from support.kube import wait_for
+from ocsp_stapler.k8s.client import ApiClient, ApiError, load_credentials, resource_path
+from support.kube import lease_holder, wait_for
 from support.operators import RunningOperator
 from support.responders import LOOPBACK_CIDRS
 from support.staples import ENABLED, create_secret, staple_of
@@ -58,13 +62,35 @@ def test_lint_strict() -> None:
     assert "0 chart(s) failed" in helm("lint", "--strict", str(CHART)).stdout
 
 
-def test_the_charts_crd_is_the_crds_folder() -> None:
-    chart_copy = (CHART / "crds" / "ocspstaples.ocsp-stapler.dev.yaml").read_bytes()
-    source = (REPO_ROOT / "crds" / "ocspstaples.ocsp-stapler.dev.yaml").read_bytes()
-    assert chart_copy == source, "charts/ocsp-stapler/crds differs from crds/: copy it again"
+def _crds(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == "CustomResourceDefinition"}
 
 
-FREE_FORM = {"resources", "podAnnotations", "nodeSelector", "tolerations", "affinity", "labels"}
+def test_the_rendered_crds_are_the_crds_folder() -> None:
+    """Every CRD of crds/ is rendered, exactly as that file but for the chart's labels and the
+    keep annotation: a change to crds/ without `make chart-crds` fails here."""
+    docs = render()
+    chart_labels = next(d for d in docs if d["kind"] == "ServiceAccount")["metadata"]["labels"]
+    chart_labels = {k: v for k, v in chart_labels.items() if k != "app.kubernetes.io/component"}
+    sources = [yaml.safe_load(p.read_text()) for p in sorted((REPO_ROOT / "crds").glob("*.yaml"))]
+    expected = {}
+    for source in sources:
+        meta = source["metadata"]
+        meta["labels"] = {**meta.get("labels", {}), **chart_labels}
+        meta["annotations"] = {**meta.get("annotations", {}), "helm.sh/resource-policy": "keep"}
+        expected[meta["name"]] = source
+    rendered = _crds(docs)
+    assert sorted(rendered) == sorted(expected), "crds/ and the chart differ: run make chart-crds"
+    for name, crd in rendered.items():
+        assert crd == expected[name], f"{name} differs from crds/: run make chart-crds"
+    # Helm's crds/ folder would install a CRD once and never upgrade it: the chart has none.
+    assert not (CHART / "crds").exists()
+
+
+def test_crds_enabled_and_keep_are_honoured() -> None:
+    assert not _crds(render("--set", "crds.enabled=false"))
+    for crd in _crds(render("--set", "crds.keep=false")).values():
+        assert "annotations" not in crd["metadata"]
 
 
 def test_every_value_is_documented() -> None:
@@ -77,7 +103,7 @@ def test_every_value_is_documented() -> None:
             continue
         indent = len(key.group(1))
         parents = [(d, k) for d, k in parents if d < indent]
-        if not any(k in FREE_FORM for _, k in parents):
+        if not any(k in values_reference.FREE_FORM for _, k in parents):
             assert lines[i - 1].strip().startswith("#"), (
                 f"values.yaml:{i + 1} has no comment: {line.strip()}"
             )
@@ -110,8 +136,8 @@ def test_defaults_render_everything_with_recommended_labels() -> None:
     operator = next(
         d for d in docs if d["kind"] == "Deployment" and "operator" in d["metadata"]["name"]
     )
-    assert operator["spec"]["replicas"] == 1
-    assert operator["spec"]["strategy"]["type"] == "Recreate"
+    assert operator["spec"]["replicas"] == 2
+    assert operator["spec"]["strategy"]["type"] == "RollingUpdate"
     assert operator["spec"]["template"]["spec"]["containers"][0]["args"] == [
         "operator",
         "--all-namespaces",
@@ -126,8 +152,10 @@ def test_watched_namespaces_get_roles_and_no_cluster_access_to_secrets(tmp_path:
         "ingress:\n  enabled: false\nserviceMonitor:\n  enabled: true\n  labels: {release: prom}\n"
     )
     docs = render("-f", str(values))
-    roles = [d for d in docs if d["kind"] == "Role"]
-    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    roles = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "Role"}
+    assert sorted(roles) == ["system", "team-a", "team-b"]
+    # In the release namespace only the Lease's Role: no Secrets there unless watched.
+    assert [r["resources"] for r in roles["system"]["rules"]] == [["leases"], ["leases"]]
     for d in docs:
         if d["kind"] == "ClusterRole":
             for r in d["rules"]:
@@ -137,7 +165,7 @@ def test_watched_namespaces_get_roles_and_no_cluster_access_to_secrets(tmp_path:
     assert len(monitors) == 1
     assert monitors[0]["metadata"]["labels"]["release"] == "prom"
     env = {
-        e["name"]: e["value"]
+        e["name"]: e.get("value")  # None for one from the downward API
         for d in docs if d["kind"] == "Deployment"
         for e in d["spec"]["template"]["spec"]["containers"][0]["env"]
     }  # fmt: skip
@@ -161,9 +189,23 @@ def test_rbac_is_least_privilege_on_paper() -> None:
     docs = render()
     op = _rules_verbs(docs, "operator")
     assert op["secrets"] == {"get", "list", "watch", "patch"}
-    assert op["events"] == {"create", "patch"}
-    assert set(op) == {"secrets", "ocspstaples", "ocspstaples/status", "events"}
+    assert op["events"] == {"create"}  # each Event posted once (repeats are not posted)
+    assert op["leases"] == {"get", "list", "watch", "create", "update"}
+    assert set(op) == {"secrets", "ocspstaples", "ocspstaples/status", "events", "leases"}
+    cluster_role = next(
+        d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"].endswith("operator")
+    )
+    event_groups = {
+        g for r in cluster_role["rules"] if "events" in r["resources"] for g in r["apiGroups"]
+    }
+    assert event_groups == {"events.k8s.io"}  # events.k8s.io/v1, with the reporting controller
     ing = _rules_verbs(docs, "ingress")
+    ingress_role = next(
+        d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"].endswith("ingress")
+    )
+    assert [r["apiGroups"] for r in ingress_role["rules"] if "events" in r["resources"]] == [
+        ["events.k8s.io"]
+    ]
     assert ing.pop("events") == {"create"}  # Warnings on Ingresses whose Secret is unusable
     assert all(v <= {"get", "list", "watch"} for v in ing.values())
     assert set(ing) == {"ingressclasses", "ingresses", "services", "secrets", "endpointslices"}
@@ -254,8 +296,9 @@ async def test_install_and_prove_rbac_with_the_service_accounts_token(
         f"operator:\n  watchNamespaces: [{namespace}]\n"
         f"ingress:\n  className: {release}-class\n  watchNamespaces: [{namespace}]\n"
     )
+    # --take-ownership: the session's `crd` fixture may have applied the CRD already.
     helm("install", release, str(CHART), "--namespace", namespace, "-f", str(values), "--wait=false",
-         kubeconfig=cluster.kubeconfig)  # fmt: skip
+         "--take-ownership", kubeconfig=cluster.kubeconfig)  # fmt: skip
     cluster.kubectl(
         "wait", "--for=condition=Established", "--timeout=60s", "crd/ocspstaples.ocsp-stapler.dev"
     )
@@ -304,9 +347,12 @@ async def test_install_and_prove_rbac_with_the_service_accounts_token(
         {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 3600}},
     ))["status"]["token"]  # fmt: skip
     kubeconfig = _token_kubeconfig(cluster, token, tmp_path / "sa.kubeconfig")
+    async with ApiClient(load_credentials(str(kubeconfig))) as sa_api:
+        await _prove_lease_access(sa_api, namespace, other)
     settings = OperatorSettings(
-        namespaces=(namespace,), metrics_port=0, health_port=0, responder_allow_cidrs=LOOPBACK_CIDRS
-    )
+        namespaces=(namespace,), metrics_port=0, health_port=0, responder_allow_cidrs=LOOPBACK_CIDRS,
+        leader_election=True, leader_election_namespace=namespace, leader_election_identity="sa",
+    )  # fmt: skip
     op = await RunningOperator(
         settings=settings, credentials=load_credentials(str(kubeconfig))
     ).start()
@@ -318,6 +364,7 @@ async def test_install_and_prove_rbac_with_the_service_accounts_token(
             lambda: _staple_status(api, namespace, "rbac"), what="status written by the SA"
         )
         assert obj["status"]["certStatus"] == "good"
+        assert await lease_holder(api, namespace, LEASE_NAME) == "sa"
         await op.settle()
     finally:
         await op.shutdown()
@@ -328,6 +375,44 @@ async def test_install_and_prove_rbac_with_the_service_accounts_token(
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
     assert base64.b64decode(after["data"]["tls.ocsp-staple"])
     await api.delete(resource_path(api_version="v1", plural="namespaces", name=other))
+
+
+async def _prove_lease_access(sa: ApiClient, namespace: str, other: str) -> None:
+    """Every Lease request the operator makes (the elector's get, create and update, the
+    standby's list and watch by name), with the ServiceAccount's token: allowed on its Lease in
+    the release namespace, refused on other Leases and in other namespaces."""
+
+    def leases(ns: str, name: str | None = None) -> str:
+        return resource_path(
+            api_version="coordination.k8s.io/v1", plural="leases", namespace=ns, name=name
+        )
+
+    body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": LEASE_NAME}, "spec": {}}  # fmt: skip
+    by_name = {"fieldSelector": f"metadata.name={LEASE_NAME}"}
+    await sa.create(leases(namespace), body)
+    lease = await sa.get(leases(namespace, LEASE_NAME))
+    await sa.replace(leases(namespace, LEASE_NAME), {**lease, "spec": {"leaseDurationSeconds": 15}})
+    listed = await sa.get(leases(namespace), **by_name)
+    assert [i["metadata"]["name"] for i in listed["items"]] == [LEASE_NAME]
+    async with contextlib.aclosing(sa.watch(leases(namespace), params=by_name)) as events:
+        first = await anext(events)
+    assert (first["type"], first["object"]["spec"]) == ("ADDED", {"leaseDurationSeconds": 15})
+
+    refused: list[Callable[[], Awaitable[Any]]] = [
+        lambda: sa.delete(leases(namespace, LEASE_NAME)),
+        lambda: sa.get(leases(namespace, "another")),
+        lambda: sa.replace(leases(namespace, "another"), {**body, "metadata": {"name": "another"}}),
+        lambda: sa.get(leases(namespace)),  # a list of every Lease, not by name
+        lambda: sa.create(leases(other), body),
+        lambda: sa.get(leases(other, LEASE_NAME)),
+        lambda: sa.get(leases(other), **by_name),
+        lambda: sa.replace(leases(other, LEASE_NAME), body),
+    ]
+    for i, request in enumerate(refused):
+        with pytest.raises(ApiError) as error:
+            await request()
+        assert error.value.status == 403, (i, error.value)
 
 
 async def _staple_status(api: ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
