@@ -92,18 +92,11 @@ def start_ingress(
     return IngressProcess(proc, https_port, http_port, health_port, log)
 
 
-async def s_client(port: int, servername: str, *extra: str, ca: Path | None = None) -> str:
-    """`openssl s_client -status` output (it prints the staple; it does not verify it)."""
-    argv = [
-        "openssl",
-        "s_client",
-        "-connect",
-        f"127.0.0.1:{port}",
-        "-servername",
-        servername,
-        "-status",
-        *extra,
-    ]
+async def s_client(port: int, servername: str | None, *extra: str, ca: Path | None = None) -> str:
+    """`openssl s_client -status` output (it prints the staple; it does not verify it).
+    ``servername`` None: a ClientHello without SNI (``-noservername``)."""
+    sni = ["-servername", servername] if servername is not None else ["-noservername"]
+    argv = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", *sni, "-status", *extra]
     if ca is not None:
         argv += ["-CAfile", str(ca)]
     # In a thread: the test's own loop runs the backends and must keep serving meanwhile.
