@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Literal
 
 from ocsp_stapler.config import ConfigError
+from ocsp_stapler.ingress.cpus import available_cpus
 from ocsp_stapler.ingress.proxying import ProxySettings
 from ocsp_stapler.ingress.worker import WorkerSettings
 from ocsp_stapler.names import INGRESS_CLASS, INGRESS_CONTROLLER, STAPLE_KEY
@@ -27,7 +27,8 @@ class IngressSettings:
     health_port: int = 10254
     """/healthz, /readyz and /metrics; 0 disables."""
     workers: int = 0
-    """Worker processes; 0 means one per CPU."""
+    """Worker processes; 0 means one per CPU the pod may use (its cgroup CPU quota, its CPU
+    affinity), not the node's core count."""
     must_staple_policy: Literal["lenient", "strict"] = "lenient"
     """For certificates with the TLS Feature must-staple: serve without a staple (lenient),
     or refuse handshakes while no valid staple is held (strict)."""
@@ -62,7 +63,7 @@ class IngressSettings:
             raise ConfigError("OCSP_STAPLER_DEFAULT_CERTIFICATE must be namespace/name")
 
     def worker_count(self) -> int:
-        return self.workers or os.cpu_count() or 1
+        return self.workers or available_cpus()
 
     def worker_settings(self) -> WorkerSettings:
         return WorkerSettings(
