@@ -401,6 +401,25 @@ def test_the_validate_bounds_are_inclusive_where_the_operators_are(tmp_path: Pat
     assert variables["OCSP_STAPLER_RETRY_PERIOD_SECONDS"]["value"] == "9.5"
 
 
+def test_the_ingress_shuts_down_within_its_grace_period(tmp_path: Path) -> None:
+    docs = render_values(tmp_path, {})
+    variables = env(docs, "ingress")
+    assert variables["OCSP_STAPLER_SHUTDOWN_DELAY_SECONDS"]["value"] == "5"
+    assert variables["OCSP_STAPLER_DRAIN_TIMEOUT_SECONDS"]["value"] == "20"
+    assert pod_spec(docs, "ingress")["terminationGracePeriodSeconds"] == 30
+    values = {"ingress": {"shutdownDelaySeconds": 10, "drainTimeoutSeconds": 40,
+                          "terminationGracePeriodSeconds": 55}}  # fmt: skip
+    docs = render_values(tmp_path, values)
+    assert env(docs, "ingress")["OCSP_STAPLER_SHUTDOWN_DELAY_SECONDS"]["value"] == "10"
+    assert pod_spec(docs, "ingress")["terminationGracePeriodSeconds"] == 55
+    message = refused(tmp_path, {"ingress": {"shutdownDelaySeconds": 10}})
+    assert "ingress.terminationGracePeriodSeconds (30) is below shutdownDelaySeconds + " \
+        "drainTimeoutSeconds + 5 (35)" in message  # fmt: skip
+    assert "/ingress/shutdownDelaySeconds" in refused(
+        tmp_path, {"ingress": {"shutdownDelaySeconds": -1}}
+    )
+
+
 # --- PodDisruptionBudgets ------------------------------------------------------------------
 
 

@@ -191,4 +191,9 @@ spec:
 {{- if lt $att $fetch -}}
 {{- fail (printf "operator.responder.attemptTimeoutSeconds (%v) is below operator.responder.timeoutSeconds (%v)" $att $fetch) -}}
 {{- end -}}
+{{- $i := .Values.ingress -}}
+{{- $stopping := addf $i.shutdownDelaySeconds $i.drainTimeoutSeconds 5 -}}
+{{- if lt (float64 $i.terminationGracePeriodSeconds) $stopping -}}
+{{- fail (printf "ingress.terminationGracePeriodSeconds (%v) is below shutdownDelaySeconds + drainTimeoutSeconds + 5 (%v): the kubelet would kill pods still draining" $i.terminationGracePeriodSeconds $stopping) -}}
+{{- end -}}
 {{- end -}}

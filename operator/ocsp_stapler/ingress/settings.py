@@ -48,6 +48,12 @@ class IngressSettings:
     max_connections: int = 10_000
     """Per worker; connections beyond it are closed at once."""
     drain_timeout_seconds: float = 20.0
+    shutdown_delay_seconds: float = 0.0
+    """After SIGTERM, seconds of serving on, not ready, before draining: new connections are
+    still accepted while Kubernetes takes the pod out of its Service's endpoints (the kubelet
+    sends SIGTERM and the endpoint removal at the same time; load balancers and kube-proxy
+    catch up over a few seconds), and every response says ``Connection: close`` so
+    keep-alive clients move on. The chart sets 5."""
     log_format: Literal["plain", "json"] = "plain"
 
     controller: str = INGRESS_CONTROLLER
@@ -57,6 +63,8 @@ class IngressSettings:
             port = getattr(self, name)
             if not 0 <= port <= 65535:
                 raise ConfigError(f"OCSP_STAPLER_{name.upper()}={port}: not a port")
+        if self.shutdown_delay_seconds < 0 or self.drain_timeout_seconds < 0:
+            raise ConfigError("the shutdown delay and the drain timeout cannot be negative")
         if self.workers < 0 or self.max_connections < 1 or self.max_headers < 1:
             raise ConfigError("workers, max connections and max headers must be positive")
         if self.default_certificate and self.default_certificate.count("/") != 1:

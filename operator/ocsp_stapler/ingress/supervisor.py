@@ -133,6 +133,8 @@ class Supervisor:
         self._snapshot_digest = ""
         self._rebuild: asyncio.TimerHandle | None = None
         self.stopping = False
+        self.lame_duck = False
+        """Between SIGTERM and the drain: /readyz says 503, the workers still serve."""
         self.sent = asyncio.Event()
         self.updates = 0
         self.publish_error: str | None = None
@@ -355,6 +357,8 @@ class Supervisor:
         worker.tasks = [asyncio.get_running_loop().create_task(self._listen(worker, reader))]
         if self.snapshot is not None:
             await self._send(worker, self.snapshot)
+        if self.lame_duck:  # restarted during the shutdown delay
+            await self._send(worker, {"lame_duck": True})
 
     async def _listen(self, worker: WorkerHandle, reader: asyncio.StreamReader) -> None:
         with contextlib.suppress(ConnectionError, ValueError):
@@ -395,8 +399,8 @@ class Supervisor:
         async def readyz(_r: web.Request) -> web.Response:
             # Ready once a configuration was sent, even if a later one failed: taking every
             # tenant off the Service for it would be worse than serving the previous one.
-            ready = self.alive() and self.sent.is_set()
-            text = "ready" if ready else "not ready"
+            ready = self.alive() and self.sent.is_set() and not self.lame_duck
+            text = "ready" if ready else "shutting down" if self.lame_duck else "not ready"
             if self.publish_error is not None:
                 text += f"; the last configuration failed ({self.publish_error}); " + (
                     "the previous one is served" if self.sent.is_set() else "none sent yet"
@@ -447,6 +451,7 @@ class Supervisor:
                 s.https_port,
             )
             await stop.wait()
+            await self._lame_duck()
             self.stopping = True
             if self._retry is not None:
                 self._retry.cancel()
@@ -457,6 +462,19 @@ class Supervisor:
         await self._stop_workers()
         if runner is not None:
             await runner.cleanup()
+
+    async def _lame_duck(self) -> None:
+        """Serve on, not ready, for the shutdown delay: Kubernetes removes the pod from the
+        Service's endpoints while it still accepts, and keep-alive clients are told to
+        reconnect (elsewhere), so a rollout fails no request and resets no connection."""
+        delay = self.settings.shutdown_delay_seconds
+        if delay <= 0:
+            return
+        self.lame_duck = True
+        logger.info("stopping: not ready, serving %.1f s more before draining", delay)
+        for worker in self.workers:
+            await self._send(worker, {"lame_duck": True})
+        await asyncio.sleep(delay)
 
     async def _stop_workers(self) -> None:
         for worker in self.workers:

@@ -77,11 +77,14 @@ class Worker:
             routes=lambda: self.table,
             settings=settings.proxy,
             metrics=self.metrics,
-            draining=lambda: self.draining,
+            draining=lambda: self.draining or self.lame_duck,
             clock=self.loop_time,
         )
         self.connections: set[ClientConnection] = set()
         self.draining = False
+        """Shutting down: no new connection, idle ones closed, requests in flight finish."""
+        self.lame_duck = False
+        """About to shut down: still accepting, every response ends its connection."""
         self.configured = asyncio.Event()
         self._refused: set[tuple[str, str]] = set()
         """(certificate id, version) already logged as not loadable."""
@@ -380,6 +383,8 @@ async def run_worker(
 
     async def follow_config() -> None:
         while (message := await channel.receive(reader)) is not None:
+            if message.get("lame_duck") is True:
+                worker.lame_duck = True
             if "routes" in message:
                 try:
                     worker.apply(message)
