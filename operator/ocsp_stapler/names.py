@@ -38,6 +38,10 @@ OPERATOR_CONTROLLER = f"{GROUP}/operator"
 """The reporting controller of the operator's Events."""
 INGRESS_CLASS = "ocsp-stapler"
 
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "ocsp-stapler"
+"""The label (and value) on every OCSPStaple the operator creates: the only ones it deletes."""
+
 LEASE_NAME = "ocsp-stapler-operator"
 """The coordination.k8s.io/v1 Lease operator replicas elect their leader on."""
 

@@ -16,7 +16,14 @@ from devcluster.responder import OpenSSLResponder
 from ocsp_stapler.k8s.client import ApiClient, Invalid, resource_path
 from ocsp_stapler.ocsp.chains import sha256_hex
 from support.clocks import FakeClock
-from support.kube import event_reasons, events_for, get_or_none, secret_path, wait_for
+from support.kube import (
+    event_reasons,
+    events_for,
+    get_or_none,
+    secret_path,
+    tls_secret,
+    wait_for,
+)
 from support.operators import StartOperator
 from support.staples import (
     ENABLED,
@@ -172,3 +179,45 @@ async def test_opting_out_cleans_up(
     assert set(body["data"]) == {"tls.crt", "tls.key"}
     await wait_for(lambda: gone(api, staple_path(namespace, "out")), what="OCSPStaple deleted")
     assert op.reconciler.records == {}
+
+
+async def test_someone_elses_staple_and_ocspstaple_are_left_alone(
+    api: ApiClient, namespace: str, pki: TestPKI, responder: OpenSSLResponder,
+    start_operator: StartOperator,
+) -> None:  # fmt: skip
+    """A staple in a Secret that never opted in (a hand-made one, another tool's) and an
+    OCSPStaple without the operator's label are not the operator's: seen while it runs, and
+    again after a restart, neither is touched; an opt-out while no operator ran is still
+    cleaned up, by the annotations the operator wrote beside its staple."""
+    op = await start_operator()
+    await stapled_secret(api, namespace, "left", pki, responder.url)
+    await op.reconciler.drain()
+    await op.shutdown()
+    await api.patch(secret_path(namespace, "left"),
+                    {"metadata": {"annotations": {"ocsp-stapler.dev/enabled": None}}})  # fmt: skip
+    foreign = tls_secret("foreign", namespace, crt=b"-", extra={"tls.ocsp-staple": b"theirs"})
+    await api.create(secret_path(namespace), foreign)
+    hand_made = {"apiVersion": "ocsp-stapler.dev/v1alpha1", "kind": "OCSPStaple",
+                 "metadata": {"name": "foreign"}, "spec": {"secretName": "foreign"}}  # fmt: skip
+    staples = resource_path(api_version="ocsp-stapler.dev/v1alpha1", plural="ocspstaples",
+                            namespace=namespace)  # fmt: skip
+    await api.create(staples, hand_made)
+    before = (await api.get(secret_path(namespace, "foreign")))["metadata"]["resourceVersion"]
+
+    op = await start_operator()  # it lists every TLS Secret: "foreign" and "left"
+
+    async def left_cleaned() -> bool | None:
+        body = await api.get(secret_path(namespace, "left"))
+        return ("tls.ocsp-staple" not in body["data"]) or None
+
+    await wait_for(left_cleaned, what="the opt-out made while no operator ran cleaned up")
+    await api.patch(secret_path(namespace, "foreign"),
+                    {"metadata": {"labels": {"touched": "yes"}}})  # fmt: skip  # a new event
+    await op.reconciler.drain()
+    body = await api.get(secret_path(namespace, "foreign"))
+    assert base64.b64decode(body["data"]["tls.ocsp-staple"]) == b"theirs"
+    assert body["metadata"]["labels"] == {"touched": "yes"}
+    assert body["metadata"]["resourceVersion"] != before  # our label edit, and nothing else
+    await api.delete(secret_path(namespace, "foreign"))
+    await op.reconciler.drain()
+    assert await get_or_none(api, staple_path(namespace, "foreign")) is not None

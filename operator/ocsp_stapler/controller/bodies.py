@@ -89,8 +89,10 @@ def traces_of(body: Body, staple_key: str, *, opted_in: bool, user_annotations: 
 
 
 def has_traces(body: Body, staple_key: str) -> bool:
-    """Whether anything we write is on this managed Secret (to clean up after an opt-out)."""
-    return bool(traces_of(body, staple_key, opted_in=True, user_annotations=False))
+    """Whether anything we wrote is on this Secret that is not (or no longer) opted in, by
+    our annotations alone: it opted out while no operator ran. A staple without them is
+    someone else's (a hand-made one, another tool's) and is left alone."""
+    return bool(traces_of(body, staple_key, opted_in=False, user_annotations=False))
 
 
 def check_responder_override(value: str | None) -> str | None:

@@ -74,7 +74,7 @@ from ocsp_stapler.k8s.client import (
     NotFound,
     resource_path,
 )
-from ocsp_stapler.names import CRD_API_VERSION, CRD_PLURAL
+from ocsp_stapler.names import CRD_API_VERSION, CRD_PLURAL, MANAGED_BY, MANAGED_BY_LABEL
 from ocsp_stapler.ocsp import errors
 from ocsp_stapler.ocsp.responses import (
     CertStatus,
@@ -244,7 +244,10 @@ class Reconciler:
         """Opt-out: remove the staple and our annotations, and the OCSPStaple object."""
         record = self.records.get(ref)
         await self.forget(ref)
-        traces = traces_of(body, self.settings.staple_key, opted_in=True, user_annotations=False)
+        # Managed until now (a record): its staple key is ours. Otherwise only what our
+        # annotations say we wrote (the opt-out happened while no operator ran).
+        traces = traces_of(body, self.settings.staple_key, opted_in=record is not None,
+                           user_annotations=False)  # fmt: skip
         if traces:
             patch = secretpatches.cleanup(traces)
             try:
@@ -782,8 +785,13 @@ class Reconciler:
     async def _delete_staple_object(self, ref: SecretRef) -> None:
         if not self.crd_available:
             return
+        path = self._staple_path(ref)
         try:
-            await self.api.delete(self._staple_path(ref))
+            existing = await self.api.get(path)
+            labels = (existing.get("metadata") or {}).get("labels") or {}
+            if labels.get(MANAGED_BY_LABEL) != MANAGED_BY:
+                return  # someone else's object of the same name
+            await self.api.delete(path)
         except NotFound:
             pass
         except (ApiError, OSError) as exc:

@@ -6,7 +6,7 @@ import datetime
 from typing import Any
 
 from ocsp_stapler.controller.records import SecretRecord
-from ocsp_stapler.names import CRD_API_VERSION, CRD_KIND
+from ocsp_stapler.names import CRD_API_VERSION, CRD_KIND, MANAGED_BY, MANAGED_BY_LABEL
 from ocsp_stapler.ocsp.chains import must_staple, serial_hex
 from ocsp_stapler.ocsp.responses import CertStatus
 
@@ -26,7 +26,7 @@ def staple_object(record: SecretRecord) -> dict[str, Any]:
         "metadata": {
             "name": ref.name,
             "namespace": ref.namespace,
-            "labels": {"app.kubernetes.io/managed-by": "ocsp-stapler"},
+            "labels": {MANAGED_BY_LABEL: MANAGED_BY},
             "ownerReferences": [
                 {
                     "apiVersion": "v1",

@@ -32,9 +32,16 @@ from ocsp_stapler.k8s.client import (
     list_pages,
     resource_path,
 )
-from ocsp_stapler.names import CRD_API_VERSION, CRD_PLURAL, LEASE_NAME, TLS_SECRET_TYPE
+from ocsp_stapler.names import (
+    CRD_API_VERSION,
+    CRD_PLURAL,
+    LEASE_NAME,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    TLS_SECRET_TYPE,
+)
 
-MANAGED_BY = "app.kubernetes.io/managed-by=ocsp-stapler"
+MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
 """The label selector of the OCSPStaple objects the operator creates (``statuses``)."""
 
 ATTEMPTS = 3
@@ -127,7 +134,7 @@ async def clean(
         await cleaner.secret(secret)
     try:
         async for staple in _items(api, CRD_API_VERSION, CRD_PLURAL, namespaces,
-                                   labelSelector=MANAGED_BY):  # fmt: skip
+                                   labelSelector=MANAGED_SELECTOR):  # fmt: skip
             await cleaner.staple(staple)
     except NotFound:
         pass  # no OCSPStaple CRD (never installed, or deleted): no objects either
