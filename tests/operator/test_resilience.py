@@ -57,6 +57,17 @@ async def test_outage_keeps_the_staple_until_next_update_then_removes_it(
             obj = await api.get(staple_path(namespace, "out"))
             assert obj["status"]["consecutiveFailures"] == record.failures
             assert obj["status"]["certStatus"] == "good"
+            # What the alerts read: the fetches fail (status Error, whatever is held), the
+            # expiry of the staple still held, and no refresh time (no success scheduled one).
+            reg, labels = op.reconciler.metrics.registry, {"namespace": namespace, "secret": "out"}
+            series = "ocsp_stapler_certificate_status"
+            assert reg.get_sample_value(series, {**labels, "status": "Error"}) == 1
+            assert reg.get_sample_value(series, {**labels, "status": "good"}) is None
+            assert reg.get_sample_value("ocsp_stapler_staple_expiry_timestamp_seconds", labels)
+            assert (
+                reg.get_sample_value("ocsp_stapler_staple_refresh_timestamp_seconds", labels)
+                is None
+            )
 
             await op.advance(minutes=2, seconds=30)  # now past nextUpdate (10 min)
             assert await staple_of(api, namespace, "out") is None
@@ -336,6 +347,12 @@ async def test_revoked_action_remove(
     reasons = await event_reasons(api, namespace, "rr")
     assert "CertificateRevoked" in reasons
     assert "StapleRemoved" in reasons
+    # Nothing is held, and the revocation alert still has its series.
+    labels = {"namespace": namespace, "secret": "rr", "status": "revoked"}
+    assert (
+        op.reconciler.metrics.registry.get_sample_value("ocsp_stapler_certificate_status", labels)
+        == 1
+    )
 
 
 async def test_metrics(

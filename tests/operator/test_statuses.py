@@ -14,7 +14,7 @@ import pytest
 from ocsp_stapler.controller.bodies import SecretRef, SecretView
 from ocsp_stapler.controller.preparation import Unprepared
 from ocsp_stapler.controller.records import SecretRecord
-from ocsp_stapler.controller.statuses import READY_REASONS, status_of
+from ocsp_stapler.controller.statuses import READY_REASONS, metric_status, status_of
 from ocsp_stapler.ocsp import errors
 from ocsp_stapler.ocsp.responses import CertStatus, Signer, Staple
 
@@ -120,3 +120,29 @@ def test_the_readme_documents_every_ready_reason() -> None:
     } - {errors.OCSPError.reason, errors.CertificateUnknown.reason}  # Unknown stands for it
     missing = (set(READY_REASONS) - {"Stapled"} | problems) - _reasons_documented()
     assert missing == set(), f"reasons not in the README's Ready table: {missing}"
+
+
+METRIC_CASES = {
+    "good": ({"held": _staple(CertStatus.GOOD, DAY)}, "good"),
+    "good-held-refresh-failing": (
+        {"held": _staple(CertStatus.GOOD, DAY), "last_error": "timed out"},
+        "Error",
+    ),
+    "failing-without-staple": ({"last_error": "refused"}, "Error"),
+    "revoked-stapled": ({"held": _staple(CertStatus.REVOKED, DAY)}, "revoked"),
+    "revoked-removed": ({"last_status": CertStatus.REVOKED}, "revoked"),
+    "revoked-then-failing": (
+        {"held": _staple(CertStatus.REVOKED, DAY), "last_error": "timed out"},
+        "revoked",
+    ),
+    "unknown": ({"last_status": CertStatus.UNKNOWN, "last_error": "unknown"}, "unknown"),
+    "no-responder": ({"preparation": Unprepared(errors.NoResponder("no OCSP URL"))}, "NoResponder"),
+    "chain-invalid": ({"preparation": Unprepared(errors.ChainInvalid("bad"))}, "Error"),
+    "pending": ({}, None),
+}
+
+
+@pytest.mark.parametrize("case", METRIC_CASES.values(), ids=METRIC_CASES.keys())
+def test_the_status_label_the_alerts_read(case: tuple[dict[str, object], str | None]) -> None:
+    fields, label = case
+    assert metric_status(_record(**fields)) == label

@@ -15,8 +15,12 @@
 leader election) and 0 while it is a standby or stopping: every replica reports it, so
 ``sum`` is the number of leaders.
 
-``status`` is good, revoked, unknown, NoResponder or Error. Each operator instance has its
-own registry (tests run several in one process).
+``status`` is good, revoked (final: stapled or removed), unknown, NoResponder, or Error
+while the last attempt failed (a staple may still be held: its expiry says until when). The
+refresh timestamp is exported only while a success scheduled it, never during failures, so
+that an expiry alert cannot wait on a retry (``statuses.metric_status``; the chart's
+PrometheusRule reads these). Each operator instance has its own registry (tests run several
+in one process).
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ from ocsp_stapler.controller.preparation import CertKey, Issuers, Prepared, Unpr
 from ocsp_stapler.controller.records import SecretRecord
 from ocsp_stapler.controller.scheduling import Scheduler
 from ocsp_stapler.controller.settings import OperatorSettings
-from ocsp_stapler.controller.statuses import staple_object, status_of
+from ocsp_stapler.controller.statuses import metric_status, staple_object, status_of
 from ocsp_stapler.k8s.client import (
     Api,
     ApiError,
@@ -730,16 +730,14 @@ class Reconciler:
 
     async def _publish(self, record: SecretRecord) -> None:
         held = record.held
-        metric_status = held.status.value if held else None
-        if record.problem is not None:
-            metric_status = (
-                "NoResponder" if isinstance(record.problem, errors.NoResponder) else "Error"
-            )
+        failing = record.problem is not None or record.last_error is not None
         self.metrics.observe_secret(
             record.ref,
-            status=metric_status,
+            status=metric_status(record),
             expires_at=held.expires_at if held else None,
-            refresh_at=record.refresh_at if record.problem is None else None,
+            # Only a refresh a success scheduled: during failures the next retry is no
+            # promise, and the expiry alert must not wait for it.
+            refresh_at=None if failing else record.refresh_at,
         )
         if not self.crd_available:
             return

@@ -7,6 +7,7 @@ from typing import Any
 
 from ocsp_stapler.controller.records import SecretRecord
 from ocsp_stapler.names import CRD_API_VERSION, CRD_KIND, MANAGED_BY, MANAGED_BY_LABEL
+from ocsp_stapler.ocsp import errors
 from ocsp_stapler.ocsp.chains import must_staple, serial_hex
 from ocsp_stapler.ocsp.responses import CertStatus
 
@@ -90,6 +91,25 @@ def _not_ready(record: SecretRecord) -> tuple[str, str]:
     if record.last_error:
         return record.last_reason or "FetchFailed", record.last_error
     return "Pending", "no staple yet"
+
+
+def metric_status(record: SecretRecord) -> str | None:
+    """The ``status`` label of ``ocsp_stapler_certificate_status`` (what the alerts read):
+    ``revoked`` once the CA said so (final: stapled or removed), ``NoResponder``/``Error``
+    for a problem or a failing last attempt (with a staple held or not: the fetches are what
+    fails), ``unknown`` as the CA answered it, else the held staple's ``good``."""
+    held_status = record.held.status if record.held is not None else None
+    if CertStatus.REVOKED in (held_status, record.last_status):
+        return CertStatus.REVOKED.value
+    if isinstance(record.problem, errors.NoResponder):
+        return "NoResponder"
+    if record.problem is not None:
+        return "Error"
+    if record.last_status is CertStatus.UNKNOWN:
+        return CertStatus.UNKNOWN.value
+    if record.last_error is not None:
+        return "Error"
+    return held_status.value if held_status is not None else None
 
 
 def status_of(
