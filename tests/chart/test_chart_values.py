@@ -385,6 +385,8 @@ def test_without_leader_election_one_replica_recreated_and_no_lease_role(tmp_pat
         ({"responder": {"attemptTimeoutSeconds": 5}},
          "operator.responder.attemptTimeoutSeconds (5) is below operator.responder.timeoutSeconds (10)"),
         ({"leaderElection": {"retryPeriodSeconds": 0}}, "/operator/leaderElection/retryPeriodSeconds"),
+        ({"leaderElection": {"renewDeadlineSeconds": 3}},
+         "operator.leaderElection.renewDeadlineSeconds (3) must exceed retryPeriodSeconds (2) by more than 1 s"),
     ],
 )  # fmt: skip
 def test_values_the_operator_would_refuse_fail_rendering(
@@ -395,10 +397,10 @@ def test_values_the_operator_would_refuse_fail_rendering(
 
 def test_the_validate_bounds_are_inclusive_where_the_operators_are(tmp_path: Path) -> None:
     values = {"operator": {"responder": {"timeoutSeconds": 10, "attemptTimeoutSeconds": 10},
-                           "leaderElection": {"retryPeriodSeconds": 9.5}}}  # fmt: skip
+                           "leaderElection": {"retryPeriodSeconds": 8.9}}}  # fmt: skip
     variables = env(render_values(tmp_path, values), "operator")
     assert variables["OCSP_STAPLER_ATTEMPT_TIMEOUT_SECONDS"]["value"] == "10"
-    assert variables["OCSP_STAPLER_RETRY_PERIOD_SECONDS"]["value"] == "9.5"
+    assert variables["OCSP_STAPLER_RETRY_PERIOD_SECONDS"]["value"] == "8.9"
 
 
 def test_the_ingress_shuts_down_within_its_grace_period(tmp_path: Path) -> None:

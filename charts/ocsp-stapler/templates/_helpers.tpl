@@ -186,6 +186,9 @@ spec:
 {{- if not (and (lt $retry $renew) (lt $renew $lease)) -}}
 {{- fail (printf "operator.leaderElection needs retryPeriodSeconds (%v) < renewDeadlineSeconds (%v) < leaseDurationSeconds (%v)" $retry $renew $lease) -}}
 {{- end -}}
+{{- if le $renew (addf $retry 1) -}}
+{{- fail (printf "operator.leaderElection.renewDeadlineSeconds (%v) must exceed retryPeriodSeconds (%v) by more than 1 s, the write fence's safety margin" $renew $retry) -}}
+{{- end -}}
 {{- $att := float64 .Values.operator.responder.attemptTimeoutSeconds -}}
 {{- $fetch := float64 .Values.operator.responder.timeoutSeconds -}}
 {{- if lt $att $fetch -}}

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Literal
 
 from ocsp_stapler.config import ConfigError
+from ocsp_stapler.k8s.leases import SAFETY
 from ocsp_stapler.names import STAPLE_KEY
 from ocsp_stapler.net.destinations import DestinationGuard
 from ocsp_stapler.net.fetching import FetchSettings
@@ -100,6 +101,11 @@ class OperatorSettings:
                 < self.lease_duration_seconds):  # fmt: skip
             raise ConfigError("leader election needs 0 < retry period < renew deadline < lease "
                               "duration")  # fmt: skip
+        if self.renew_deadline_seconds <= self.retry_period_seconds + SAFETY:
+            # Each write is cut off SAFETY before the deadline: below this a renewal never
+            # leaves a window to write in before the next one is due.
+            raise ConfigError(f"the renew deadline must exceed the retry period by more than "
+                              f"{SAFETY:g} s (the write fence's safety margin)")  # fmt: skip
 
     def guard(self) -> DestinationGuard:
         return DestinationGuard.from_lists(

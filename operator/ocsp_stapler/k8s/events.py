@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 EventType = Literal["Normal", "Warning"]
 
 MAX_MESSAGE = 1024
-"""Characters of an Event message kept (the API server refuses much longer ones)."""
+"""Bytes of an Event's note kept (events.k8s.io/v1 refuses a longer one, and the Event)."""
 
 
 def micro_time(now: datetime) -> str:
@@ -52,18 +52,23 @@ def event_body(
         "metadata": {
             # As client-go names them (events.k8s.io refuses a generateName ending in "."):
             # the object's name (a DNS subdomain already), a dot, a unique hex suffix.
-            "name": f"{involved['name'][:200]}.{int(now.timestamp() * 1e9):x}{unique}",
+            "name": f"{involved['name'][:200].rstrip('-.')}.{int(now.timestamp() * 1e9):x}{unique}",
             "namespace": involved["namespace"],
         },
         "regarding": dict(involved),
         "type": type,
         "reason": reason,
         "action": action,
-        "note": message[:MAX_MESSAGE],
+        "note": _cut(message, MAX_MESSAGE),
         "eventTime": micro_time(now),
         "reportingController": reporting_controller,
         "reportingInstance": instance[:128],
     }
+
+
+def _cut(text: str, limit: int) -> str:
+    """At most ``limit`` bytes of UTF-8 (the API server counts bytes), whole characters."""
+    return text.encode()[:limit].decode(errors="ignore")
 
 
 class EventPoster:
