@@ -10,6 +10,10 @@ import re
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from ocsp_stapler.controller.bodies import SecretRef, SecretView
 from ocsp_stapler.controller.preparation import Unprepared
@@ -33,6 +37,26 @@ def _staple(status: CertStatus, expires_in: datetime.timedelta) -> Staple:
         signer=Signer.ISSUER,
         expires_at=NOW + expires_in,
     )
+
+
+def _leaf(not_after: datetime.datetime) -> x509.Certificate:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "www.example.test")])
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(not_after - datetime.timedelta(days=90))
+        .not_valid_after(not_after)
+        .sign(key, hashes.SHA256())
+    )
+
+
+def _with_leaf(not_after: datetime.datetime) -> Unprepared:
+    """A certificate whose preparation waits on a transient problem (no problem reported)."""
+    return Unprepared(errors.IssuerNotFound("caIssuers down"), leaf=_leaf(not_after))
 
 
 def _record(**fields: object) -> SecretRecord:
@@ -79,6 +103,16 @@ CASES = {
         "NoResponder",
     ),
     "pending": ({}, "False", "Pending"),
+    "good-staple-of-an-expired-certificate": (
+        {"held": _staple(CertStatus.GOOD, DAY), "preparation": _with_leaf(NOW)},
+        "False",
+        "CertificateExpired",
+    ),
+    "good-staple-of-a-current-certificate": (
+        {"held": _staple(CertStatus.GOOD, DAY), "preparation": _with_leaf(NOW + DAY)},
+        "True",
+        "Stapled",
+    ),
 }
 
 

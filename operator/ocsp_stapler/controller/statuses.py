@@ -47,6 +47,8 @@ READY_REASONS = {
     "Stapled": "True: a verified staple of a good certificate is in the Secret, valid now",
     "Revoked": "the CA says the certificate is revoked (its revoked response is stapled, or "
     "removed with revokedAction remove)",
+    "CertificateExpired": "the certificate itself has passed its notAfter: clients refuse it, "
+    "whatever a responder says",
     "Unknown": "the responder does not know the certificate",
     "Expired": "the staple held has passed its nextUpdate (it is being removed)",
     "Pending": "no staple yet: the first fetch has not finished",
@@ -64,15 +66,21 @@ def _ready(record: SecretRecord, now: datetime.datetime) -> tuple[str, str, str]
         and held is not None
         and held.status is CertStatus.GOOD
         and held.expires_at > now
+        and not _leaf_expired(record, now)
     ):
         message = f"stapled; valid until {iso(held.expires_at)}"
         if record.last_error:
             message += f"; last refresh failed: {record.last_error}"
         return "True", "Stapled", message
-    return "False", *_not_ready(record)
+    return "False", *_not_ready(record, now)
 
 
-def _not_ready(record: SecretRecord) -> tuple[str, str]:
+def _leaf_expired(record: SecretRecord, now: datetime.datetime) -> bool:
+    leaf = record.leaf
+    return leaf is not None and leaf.not_valid_after_utc <= now
+
+
+def _not_ready(record: SecretRecord, now: datetime.datetime) -> tuple[str, str]:
     held = record.held
     if record.problem is not None:
         return record.problem.reason, record.problem.message
@@ -84,6 +92,15 @@ def _not_ready(record: SecretRecord) -> tuple[str, str]:
             else "no revoked response is stapled"
         )
         return "Revoked", f"the certificate is revoked; {served}"
+    if record.leaf is not None and _leaf_expired(record, now):
+        expired = iso(record.leaf.not_valid_after_utc)
+        return "CertificateExpired", f"the certificate expired at {expired}: renew it"
+    return _not_stapled(record)
+
+
+def _not_stapled(record: SecretRecord) -> tuple[str, str]:
+    """Why a certificate that is neither refused nor revoked has no current staple."""
+    held = record.held
     if held is not None and held.status is CertStatus.GOOD:
         return "Expired", f"the staple expired at {iso(held.expires_at)}"
     if record.last_status is CertStatus.UNKNOWN:
