@@ -31,13 +31,23 @@ def _elector(api: ApiClient, namespace: str, identity: str, clock: Mono) -> Lead
                          retry_period=RETRY, monotonic=clock)  # fmt: skip
 
 
+async def _first(elector: LeaderElector, clock: Mono) -> None:
+    """The first election: no Lease yet, so it is created only a lease after it was found
+    missing (it could have been deleted under a holder still writing)."""
+    assert not await elector.try_once()
+    clock.now += LEASE - 0.001
+    assert not await elector.try_once()
+    clock.now += 0.001
+    assert await elector.try_once()
+
+
 async def _holder_and_standby(
     api: ApiClient, namespace: str
 ) -> tuple[LeaderElector, LeaderElector, Mono, Mono]:
     """Replica a holds the Lease; b has seen a's record once (its wait starts there)."""
     clock_a, clock_b = Mono(), Mono()
     a, b = _elector(api, namespace, "a", clock_a), _elector(api, namespace, "b", clock_b)
-    assert await a.try_once()
+    await _first(a, clock_a)
     assert a.holds()
     assert not await b.try_once()
     return a, b, clock_a, clock_b
@@ -106,7 +116,11 @@ async def test_a_step_down_lets_the_write_in_flight_land_before_the_lease_goes(
 
 
 async def test_racing_replicas_end_with_exactly_one_holder(api: ApiClient, namespace: str) -> None:
-    electors = [_elector(api, namespace, f"r{i}", Mono()) for i in range(4)]
+    clocks = [Mono() for _ in range(4)]
+    electors = [_elector(api, namespace, f"r{i}", clock) for i, clock in enumerate(clocks)]
+    assert not any(await asyncio.gather(*(e.try_once() for e in electors)))  # none exists
+    for clock in clocks:
+        clock.now += LEASE
     won = await asyncio.gather(*(e.try_once() for e in electors))
     assert sum(won) == 1  # the server's create (and resourceVersion) decide
     holder = (await api.get(electors[0].path))["spec"]["holderIdentity"]
@@ -119,6 +133,8 @@ async def test_keep_sets_lost_when_renewals_stop_succeeding(api: ApiClient, name
     clock_a = Mono()
     a = LeaderElector(api, namespace=namespace, name="kept", identity="a", lease_duration=3.0,
                       renew_deadline=0.2, retry_period=0.05, monotonic=clock_a)  # fmt: skip
+    assert not await a.try_once()
+    clock_a.now += 3.0
     assert await a.try_once()
     lease = await api.get(a.path)
     lease["spec"]["holderIdentity"] = "intruder"
@@ -147,7 +163,7 @@ async def test_a_standby_times_its_sighting_from_after_a_slow_read(
     start: the standby waits a whole lease from when it saw it."""
     clock_a, clock_b = Mono(), Mono()
     a = _elector(api, namespace, "a", clock_a)
-    assert await a.try_once()
+    await _first(a, clock_a)
 
     class SlowReads:  # the standby's view of the API: each read takes 7 s of its clock
         async def get(self, path: str) -> Any:
@@ -168,11 +184,18 @@ async def test_a_standby_times_its_sighting_from_after_a_slow_read(
 async def test_a_deleted_lease_is_recreated_only_a_lease_later(
     api: ApiClient, namespace: str
 ) -> None:
-    a, b, _clock_a, clock_b = await _holder_and_standby(api, namespace)
+    a, b, clock_a, clock_b = await _holder_and_standby(api, namespace)
     await api.delete(a.path)  # kubectl delete lease, a cleanup tool
     assert not await b.try_once()  # its holder may still be writing: wait it out
+    fresh_clock = Mono()
+    fresh = _elector(api, namespace, "fresh", fresh_clock)  # never saw it: a rollout's new pod
+    assert not await fresh.try_once()
+    assert a.holds()  # until a's next renewal attempt, a may still write: nobody else may
     clock_b.now += LEASE
     assert await b.try_once()  # a is silent (dead): a lease after the deletion, b holds it
+    fresh_clock.now += LEASE
+    assert not await fresh.try_once()  # b's now, renewed within its lease
+    clock_a.now += RETRY
     assert not await a.try_once()  # a comes back to b's record: its fence closes at once
     assert not a.holds()
 
@@ -195,3 +218,21 @@ async def test_a_write_that_would_land_after_the_fence_is_cut_off() -> None:
     with pytest.raises(NotLeader, match="refused"):
         await fenced.patch("/b", {})
     assert calls == ["/a"]  # the second was never sent
+
+
+async def test_a_released_lease_is_not_taken_back_and_the_handover_is_no_loss(
+    api: ApiClient, namespace: str
+) -> None:
+    """step_down while the keeper still runs (kopf's shutdown comes after it): the keeper's
+    next attempt must neither re-take the Lease nor report it lost."""
+    clock = Mono()
+    a = _elector(api, namespace, "a", clock)
+    await _first(a, clock)
+    a.retry_period = 0.05  # the keeper's next attempt comes at once
+    keeper = asyncio.create_task(a.keep())
+    await a.step_down()
+    assert not await a.try_once()
+    await asyncio.wait_for(keeper, 5)  # it ends at its next attempt ...
+    assert not a.lost.is_set()  # ... as a handover, not a loss
+    lease = await api.get(a.path)
+    assert lease["spec"].get("holderIdentity") is None

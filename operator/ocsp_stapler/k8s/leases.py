@@ -16,8 +16,10 @@ The timing argument (defaults: lease 15 s, renew deadline 10 s, retry 2 s):
   measured on its own monotonic clock from when *its read returned* with the change, which
   is after the renewal started (timed from before a slow read, a renewal made during it would
   be backdated: two leaders);
-* a Lease deleted under them: the holder's fence closes at its next renewal attempt, and a
-  standby that saw it creates a new one only a whole lease after it went.
+* a Lease deleted under them: the holder's fence closes at its next renewal attempt, and
+  any replica creates a new one only a whole lease after it found it missing (one that never
+  saw the Lease cannot tell a deletion from a first install, so a first election waits a
+  lease too).
 
 So the old holder is silent for at least ``lease_duration - renew_deadline`` (5 s) before
 anyone else can hold the Lease, whatever the two machines' wall clocks say; only the rates
@@ -103,6 +105,8 @@ class LeaderElector:
         self._observed: tuple[Any, ...] | None = None
         self._observed_at = 0.0
         self.lost = asyncio.Event()
+        self.released = False
+        """Given up for good (a clean stop): no attempt takes the Lease again."""
         self.attempted_at = monotonic()
         """Monotonic time the last attempt ended (liveness of a standby's loop)."""
         self._last_failure: str | None = None
@@ -131,6 +135,8 @@ class LeaderElector:
 
     async def try_once(self) -> bool:
         """One acquire-or-renew attempt, bounded in time; whether this process holds it."""
+        if self.released:
+            return False
         start = self.monotonic()
         try:
             async with asyncio.timeout(self.renew_deadline - self.retry_period):
@@ -190,11 +196,14 @@ class LeaderElector:
         return True
 
     async def _create_after_deletion(self) -> bool:
-        """No Lease: create it, but where one was seen, only a whole lease after it went
-        (its holder may still be writing until its renew deadline)."""
+        """No Lease: create it, but only a whole lease after this process first found it
+        missing. One seen before was deleted, and its holder may still be writing until its
+        renew deadline; a process that never saw one cannot tell a first install from a
+        deletion (a rollout's new pod, a restart), so it waits too: the first election of an
+        install costs one lease duration."""
         self.renewed_at = None
         now_mono = self.monotonic()
-        if self._observed is not None and self._observed != _DELETED:
+        if self._observed != _DELETED:
             self._observed, self._observed_at = _DELETED, now_mono
         if self._observed == _DELETED and now_mono - self._observed_at < self.lease_duration:
             return False
@@ -255,6 +264,8 @@ class LeaderElector:
         while True:
             await asyncio.sleep(self.retry_period)
             await self.try_once()
+            if self.released:
+                return  # handed over: not lost
             if not self.holds():
                 logger.error("lease %s lost by %s: stopping (no write after this)",
                              self.name, self.identity)  # fmt: skip
@@ -269,6 +280,7 @@ class LeaderElector:
 
     async def release(self) -> None:
         """Give the Lease up (a clean stop): a standby takes it at its next try."""
+        self.released = True  # the keeper's next attempt must not take it back
         if not self.holds():
             return
         self.renewed_at = None  # no write from here on, whatever the answer
