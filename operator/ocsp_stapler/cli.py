@@ -576,7 +576,11 @@ def staple_command(
 @click.option("--include-opt-in", is_flag=True,
               help="Also remove the opt-in and responder-url annotations.")  # fmt: skip
 @click.option("--apply", is_flag=True, help="Make the changes (default: only list them).")
-@click.option("--force", is_flag=True, help="With --apply: even while an operator holds its Lease.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="With --apply: even while an operator runs (holds its Lease, or its pod runs).",
+)
 def cleanup_command(
     *,
     kubeconfig: str | None,
@@ -608,14 +612,14 @@ def cleanup_command(
                                       user_annotations=include_opt_in, apply=apply,
                                       force=force)  # fmt: skip
             except OperatorStillRunning as exc:
-                click.echo(f"ocsp-stapler: an operator still holds its Lease: {exc}; "
+                click.echo(f"ocsp-stapler: an operator still runs: {exc}; "
                            "uninstall it first (or --force)", err=True)  # fmt: skip
                 return 2
             except REQUEST_ERRORS as exc:
                 click.echo(f"ocsp-stapler: cleanup failed: {exc}", err=True)
                 return 2
         for leader in outcome.leaders:
-            click.echo(f"warning: an operator still holds its Lease: {leader}", err=True)
+            click.echo(f"warning: an operator still runs: {leader}", err=True)
         verb = "" if apply else "would "
         for step in outcome.steps:
             click.echo(f"{verb}{step}")

@@ -136,20 +136,60 @@ async def test_apply_is_refused_while_an_operator_holds_its_lease(
 
     refused = _cleanup(cluster, namespace, "--apply")
     assert refused.returncode == 2
-    assert f"an operator still holds its Lease: {namespace}/{LEASE_NAME} (operator-0)" in (
+    assert f"an operator still runs: Lease {namespace}/{LEASE_NAME} (operator-0)" in (
         refused.stderr
     )
     assert await _versions(api, namespace) == before
     dry = _cleanup(cluster, namespace)  # a dry run warns, and still lists
     assert dry.returncode == 0
-    assert "warning: an operator still holds its Lease" in dry.stderr
+    assert "warning: an operator still runs" in dry.stderr
 
-    # A Lease last renewed longer ago than its duration is a dead operator's: no refusal.
+    # A Lease last renewed longer ago than its duration is a dead operator's: no refusal,
+    # and it goes with the rest.
     lease = await api.get(f"{leases}/{LEASE_NAME}")
     await api.replace(f"{leases}/{LEASE_NAME}",
                       {**lease, "spec": _lease(now - datetime.timedelta(hours=1))["spec"]})  # fmt: skip
-    assert _cleanup(cluster, namespace, "--apply").returncode == 0
+    done = _cleanup(cluster, namespace, "--apply")
+    assert done.returncode == 0, done.stderr
+    assert f"Lease {namespace}/{LEASE_NAME}: delete" in done.stdout.splitlines()
     assert "tls.ocsp-staple" not in (await api.get(secret_path(namespace, "a")))["data"]
+    assert await get_or_none(api, f"{leases}/{LEASE_NAME}") is None
+
+
+async def test_an_operator_running_elsewhere_refuses_apply_in_any_namespace(
+    api: ApiClient, namespace: str, other_namespace: str, pki: TestPKI,
+    responder: OpenSSLResponder, start_operator: StartOperator, cluster: ControlPlane,
+) -> None:  # fmt: skip
+    """The operator's Lease and pods live in its release namespace, not in the namespaces
+    being cleaned: a cleanup limited to an application namespace must still see them."""
+    await _operator_made_two_staples(api, namespace, pki, responder, start_operator)
+    before = await _versions(api, namespace)
+    release = other_namespace
+    leases = resource_path(api_version="coordination.k8s.io/v1", plural="leases",
+                           namespace=release)  # fmt: skip
+    await api.create(leases, _lease(datetime.datetime.now(datetime.UTC)))
+    refused = _cleanup(cluster, namespace, "--apply")
+    assert refused.returncode == 2
+    assert f"Lease {release}/{LEASE_NAME} (operator-0)" in refused.stderr
+    await api.delete(f"{leases}/{LEASE_NAME}")
+
+    # Leader election off: no Lease, but the chart's operator pod runs.
+    await api.create(resource_path(api_version="v1", plural="serviceaccounts", namespace=release),
+                     {"metadata": {"name": "default"}})  # fmt: skip
+    pods = resource_path(api_version="v1", plural="pods", namespace=release)
+    labels = {"app.kubernetes.io/name": "ocsp-stapler", "app.kubernetes.io/component": "operator"}
+    await api.create(pods, {"metadata": {"name": "op", "labels": labels},
+                            "spec": {"automountServiceAccountToken": False,
+                                     "containers": [{"name": "op", "image": "ocsp-stapler"}]}})  # fmt: skip
+    try:
+        assert "still runs" not in _cleanup(cluster, namespace).stderr  # Pending: not running
+        await api.patch(f"{pods}/op/status", {"status": {"phase": "Running"}})
+        refused = _cleanup(cluster, namespace, "--apply")
+        assert refused.returncode == 2
+        assert f"an operator still runs: Pod {release}/op" in refused.stderr
+        assert await _versions(api, namespace) == before
+    finally:  # this control plane deletes no namespace's objects: the next test must not see it
+        await api.delete(f"{pods}/op")
 
 
 async def test_forced_apply_goes_on_despite_a_held_lease(
@@ -160,9 +200,12 @@ async def test_forced_apply_goes_on_despite_a_held_lease(
     leases = resource_path(api_version="coordination.k8s.io/v1", plural="leases",
                            namespace=namespace)  # fmt: skip
     await api.create(leases, _lease(datetime.datetime.now(datetime.UTC)))
-    forced = _cleanup(cluster, namespace, "--apply", "--force")
-    assert forced.returncode == 0, forced.stderr
-    assert forced.stdout.splitlines()[-1] == "4 change(s) made"
+    try:
+        forced = _cleanup(cluster, namespace, "--apply", "--force")
+        assert forced.returncode == 0, forced.stderr
+        assert forced.stdout.splitlines()[-1] == "4 change(s) made"
+    finally:  # held: cleanups in other namespaces would refuse (namespaces keep objects here)
+        await api.delete(f"{leases}/{LEASE_NAME}")
 
 
 class ChangesFirst:

@@ -10,8 +10,11 @@ is kept by default, and with it the objects). This finds exactly those and remov
 * each Secret is patched with a JSON patch that first tests its resourceVersion, so a Secret
   changed since it was read (cert-manager renewing it) is read again, never overwritten;
 * OCSPStaple objects are deleted only with the operator's ``managed-by`` label;
-* nothing is changed unless asked (``apply``), and not while an operator replica still holds
-  its Lease (it would write the staples back): uninstall first, or ``force``.
+* the operator's Lease goes too, once no replica holds it;
+* nothing is changed unless asked (``apply``), and not while an operator still runs: a
+  replica holding its Lease anywhere in the cluster (not only in the namespaces cleaned), or
+  a running pod of the chart's operator (leader election off). It would staple the Secrets
+  again: uninstall first, or ``force``.
 
 Each object's failure is its own: it is reported and the others go on.
 """
@@ -27,6 +30,7 @@ from ocsp_stapler.controller.bodies import Body, is_enabled, is_tls, ref_of, tra
 from ocsp_stapler.k8s.client import (
     REQUEST_ERRORS,
     Api,
+    ApiError,
     Invalid,
     NotFound,
     list_pages,
@@ -66,11 +70,12 @@ class Outcome:
     steps: list[Step] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     leaders: list[str] = field(default_factory=list)
-    """Operator replicas still holding their Lease: ``namespace/lease (holder)``."""
+    """Operators still running: ``Lease namespace/name (holder)`` or ``Pod namespace/name``."""
 
 
 class OperatorStillRunning(Exception):
-    """An operator replica holds its Lease: cleaning now would race its writes."""
+    """An operator still runs (it holds its Lease, or its pod runs): cleaning now would race
+    its writes, and it would staple the Secrets again."""
 
 
 def _collections(api_version: str, plural: str, namespaces: Sequence[str]) -> list[str]:
@@ -97,20 +102,45 @@ def _parse_time(value: object) -> datetime.datetime | None:
         return None
 
 
-async def held_leases(api: Api, namespaces: Sequence[str], now: datetime.datetime) -> list[str]:
-    """Operator Leases whose holder renewed within its lease duration (wall clocks: this is a
-    warning for people, not a fence)."""
-    held = []
+OPERATOR_PODS = "app.kubernetes.io/name=ocsp-stapler,app.kubernetes.io/component=operator"
+"""The chart's operator pods: running ones mean an operator without leader election."""
+
+
+async def _cluster_wide(
+    api: Api, api_version: str, plural: str, namespaces: Sequence[str], **params: str
+) -> list[Body]:
+    """Every object cluster-wide (an operator's Lease and pods live in its release namespace,
+    not in the namespaces being cleaned); only ``namespaces`` where that is forbidden."""
+    try:
+        return [item async for item in _items(api, api_version, plural, (), **params)]
+    except ApiError as exc:
+        if exc.status != 403 or not namespaces:
+            raise
+        return [item async for item in _items(api, api_version, plural, namespaces, **params)]
+
+
+async def running_operators(
+    api: Api, namespaces: Sequence[str], now: datetime.datetime
+) -> tuple[list[str], list[Body]]:
+    """(operators still running, their Leases left over): a Lease whose holder renewed within
+    its lease duration (wall clocks: this is a warning for people, not a fence) or a running
+    pod of the chart's operator (leader election off); and the Leases no one holds."""
+    running, stale = [], []
     selector = {"fieldSelector": f"metadata.name={LEASE_NAME}"}
-    async for lease in _items(api, "coordination.k8s.io/v1", "leases", namespaces, **selector):
+    for lease in await _cluster_wide(api, "coordination.k8s.io/v1", "leases", namespaces,
+                                     **selector):  # fmt: skip
         spec = lease.get("spec") or {}
         holder = spec.get("holderIdentity")
         renewed = _parse_time(spec.get("renewTime"))
         duration = float(spec.get("leaseDurationSeconds") or 0)
         if holder and renewed is not None and (now - renewed).total_seconds() < duration:
-            ref = ref_of(lease)
-            held.append(f"{ref} ({holder})")
-    return held
+            running.append(f"Lease {ref_of(lease)} ({holder})")
+        elif not namespaces or ref_of(lease).namespace in namespaces:
+            stale.append(lease)
+    pods = {"labelSelector": OPERATOR_PODS, "fieldSelector": "status.phase=Running"}
+    running += [f"Pod {ref_of(pod)}"
+                for pod in await _cluster_wide(api, "v1", "pods", namespaces, **pods)]  # fmt: skip
+    return running, stale
 
 
 async def clean(
@@ -124,20 +154,30 @@ async def clean(
     clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
 ) -> Outcome:
     """Find (and with ``apply``, remove) the operator's traces in ``namespaces`` (all when
-    empty); ``user_annotations``: the opt-in and responder override annotations too."""
-    outcome = Outcome(leaders=await held_leases(api, namespaces, clock()))
+    empty); ``user_annotations``: the opt-in and responder override annotations too. A
+    collection that cannot be listed is a failure of the outcome, which still reports every
+    change made before it."""
+    leaders, stale = await running_operators(api, namespaces, clock())
+    outcome = Outcome(leaders=leaders)
     if apply and outcome.leaders and not force:
         raise OperatorStillRunning(", ".join(outcome.leaders))
     cleaner = _Cleaner(api, staple_key, user_annotations, apply, outcome)
     tls = {"fieldSelector": f"type={TLS_SECRET_TYPE}"}
-    async for secret in _items(api, "v1", "secrets", namespaces, **tls):
-        await cleaner.secret(secret)
+    try:
+        async for secret in _items(api, "v1", "secrets", namespaces, **tls):
+            await cleaner.secret(secret)
+    except REQUEST_ERRORS as exc:
+        outcome.failures.append(f"listing Secrets: {exc}")
     try:
         async for staple in _items(api, CRD_API_VERSION, CRD_PLURAL, namespaces,
                                    labelSelector=MANAGED_SELECTOR):  # fmt: skip
-            await cleaner.staple(staple)
+            await cleaner.delete("OCSPStaple", staple, CRD_API_VERSION, CRD_PLURAL)
     except NotFound:
         pass  # no OCSPStaple CRD (never installed, or deleted): no objects either
+    except REQUEST_ERRORS as exc:
+        outcome.failures.append(f"listing OCSPStaples: {exc}")
+    for lease in stale:  # the operator's own, left by its last replica
+        await cleaner.delete("Lease", lease, "coordination.k8s.io/v1", "leases")
     return outcome
 
 
@@ -187,19 +227,19 @@ class _Cleaner:
         self.outcome.steps.append(Step("Secret", ref.namespace, ref.name, what))
         return None
 
-    async def staple(self, staple: Body) -> None:
-        ref = ref_of(staple)
+    async def delete(self, kind: str, obj: Body, api_version: str, plural: str) -> None:
+        ref = ref_of(obj)
         if self.apply:
-            path = resource_path(api_version=CRD_API_VERSION, plural=CRD_PLURAL,
+            path = resource_path(api_version=api_version, plural=plural,
                                  namespace=ref.namespace, name=ref.name)  # fmt: skip
             try:
                 await self.api.delete(path)
             except NotFound:
                 return
             except REQUEST_ERRORS as exc:
-                self.outcome.failures.append(f"OCSPStaple {ref}: {exc}")
+                self.outcome.failures.append(f"{kind} {ref}: {exc}")
                 return
-        self.outcome.steps.append(Step("OCSPStaple", ref.namespace, ref.name, "delete"))
+        self.outcome.steps.append(Step(kind, ref.namespace, ref.name, "delete"))
 
 
 async def _get_or_none(api: Api, path: str) -> Body | None:
