@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
+from typing import Any
 
 import pytest
 from devcluster.pki import TestPKI
@@ -23,6 +24,7 @@ from support.kube import (
     events_for,
     get_or_none,
     secret_path,
+    tls_secret,
     wait_for,
 )
 from support.operators import StartOperator
@@ -409,3 +411,35 @@ async def test_a_bad_signature_is_refused_with_a_warning(
     obj = await wait_for(lambda: status_with(api, namespace, "sig", "lastError"))
     assert obj["status"]["conditions"][0]["status"] == "False"
     assert "SignatureInvalid" in obj["status"]["lastError"]
+
+
+async def test_a_secret_whose_writes_are_refused_says_so(
+    api: ApiClient, namespace: str, pki: TestPKI, responder: OpenSSLResponder,
+    start_operator: StartOperator,
+) -> None:  # fmt: skip
+    """An immutable Secret (or an admission policy) refuses every write: the OCSPStaple is
+    Ready=False WriteRefused, one Warning Event names it, the metric says Error."""
+    op = await start_operator()
+    leaf = pki.leaf(ocsp_urls=[responder.url])
+    body = tls_secret("frozen", namespace, crt=pki.chain_pem(leaf), key=leaf.key_pem,
+                      annotations=ENABLED)  # fmt: skip
+    await api.create(secret_path(namespace), {**body, "immutable": True})
+
+    async def refused() -> dict[str, Any] | None:
+        obj = await status_with(api, namespace, "frozen", "conditions")
+        ready = obj["status"]["conditions"][0] if obj else None
+        return obj if ready and ready["reason"] == "WriteRefused" else None
+
+    obj = await wait_for(refused, what="Ready=False WriteRefused")
+    ready = obj["status"]["conditions"][0]
+    assert ready["status"] == "False"
+    assert "refused" in ready["message"]
+    events = [
+        e for e in await events_for(api, namespace, "frozen") if e["reason"] == "WriteRefused"
+    ]
+    assert len(events) == 1
+    assert events[0]["type"] == "Warning"
+    labels = {"namespace": namespace, "secret": "frozen", "status": "Error"}
+    reg = op.reconciler.metrics.registry
+    assert reg.get_sample_value("ocsp_stapler_certificate_status", labels) == 1
+    assert await staple_of(api, namespace, "frozen") is None

@@ -282,6 +282,10 @@ class Reconciler:
                 await self._publish(record)
                 return
             if not await self._carry_out(record, action, attempt):
+                if record.write_refused is not None and self._current(record):
+                    # Nothing else would tell: no OCSPStaple, no Event, no metric otherwise.
+                    await self._event(record, "Warning", "WriteRefused", record.write_refused)
+                    await self._publish(record)
                 return
         # Every action changes the facts it was decided on: this is a bug, and the scheduler
         # retries it with a backoff and logs the traceback once.
@@ -649,7 +653,7 @@ class Reconciler:
             return False
         self.metrics.writes.labels(action=action).inc()
         record.view = SecretView.of(body, self.settings.staple_key)
-        record.write_refusals = 0
+        record.write_refusals, record.write_refused = 0, None
         return True
 
     async def _changed(self, record: SecretRecord) -> bool:
@@ -665,6 +669,7 @@ class Reconciler:
         """The API server refused a write for another reason than a changed Secret (an
         admission policy, an immutable Secret, an outage): back off like a failed fetch."""
         record.write_refusals += 1
+        record.write_refused = f"the API server refused the {action} of the staple: {exc}"
         if record.write_refusals == 1:
             logger.warning("the %s of %s was refused: %s", action, record.ref, exc)
         self.scheduler.schedule(record.ref, self._retry_at(record.write_refusals, None))

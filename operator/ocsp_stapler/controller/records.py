@@ -37,6 +37,8 @@ class SecretRecord:
     """Why the staple found in the Secret has to go, when judging said so."""
     answer: Fetched | None = None
     """A verified answer fetched and not yet applied to the Secret."""
+    write_refused: str | None = None
+    """Why the last write was refused (None once one lands): the status and an Event say it."""
     write_refusals: int = 0
     """Writes in a row the API server refused for another reason than a changed Secret
     (admission, an immutable Secret, an outage): they back off like failed fetches."""

@@ -52,6 +52,8 @@ READY_REASONS = {
     "Unknown": "the responder does not know the certificate",
     "Expired": "the staple held has passed its nextUpdate (it is being removed)",
     "Pending": "no staple yet: the first fetch has not finished",
+    "WriteRefused": "the API server refuses the operator's writes to the Secret (an immutable "
+    "Secret, an admission policy, RBAC): retried with backoff",
 }
 """The Ready condition's reasons besides the problem reasons of ``ocsp.errors`` (NoResponder,
 ChainInvalid, IssuerNotFound, FetchFailed, DestinationRefused, ...), as the README lists them."""
@@ -71,6 +73,8 @@ def _ready(record: SecretRecord, now: datetime.datetime) -> tuple[str, str, str]
         message = f"stapled; valid until {iso(held.expires_at)}"
         if record.last_error:
             message += f"; last refresh failed: {record.last_error}"
+        if record.write_refused:
+            message += f"; {record.write_refused}"
         return "True", "Stapled", message
     return "False", *_not_ready(record, now)
 
@@ -84,6 +88,8 @@ def _not_ready(record: SecretRecord, now: datetime.datetime) -> tuple[str, str]:
     held = record.held
     if record.problem is not None:
         return record.problem.reason, record.problem.message
+    if record.write_refused is not None:
+        return "WriteRefused", record.write_refused
     held_status = held.status if held else None
     if CertStatus.REVOKED in (record.last_status, held_status):
         served = (
@@ -120,7 +126,7 @@ def metric_status(record: SecretRecord) -> str | None:
         return CertStatus.REVOKED.value
     if isinstance(record.problem, errors.NoResponder):
         return "NoResponder"
-    if record.problem is not None:
+    if record.problem is not None or record.write_refused is not None:
         return "Error"
     if record.last_status is CertStatus.UNKNOWN:
         return CertStatus.UNKNOWN.value
