@@ -17,7 +17,7 @@ from ocsp_stapler.controller.bodies import SecretView
 from ocsp_stapler.k8s.client import ApiClient, Invalid
 from ocsp_stapler.ocsp.chains import sha256_hex
 from ocsp_stapler.ocsp.responses import CertStatus
-from support.clocks import FakeClock
+from support.clocks import FakeClock, utcnow
 from support.kube import (
     SecretHistory,
     event_reasons,
@@ -98,13 +98,19 @@ async def test_a_restart_sends_no_request_when_nothing_is_due(
     await first.settle()
     await first.shutdown()
     before = responder.request_count()
+    objects = [await api.get(staple_path(namespace, f"s{i}")) for i in range(3)]
 
-    second = await start_operator()
+    later = FakeClock(utcnow() + datetime.timedelta(minutes=10))  # the takeover is later
+    second = await start_operator(clock=later)
     await wait_for(
         lambda: asyncio.sleep(0, len(second.reconciler.records) == 3), what="all Secrets seen"
     )
     await second.settle()
     assert responder.request_count() == before
+    # Ready stayed True: its transition time is the first operator's, not the restart's.
+    for i, obj in enumerate(objects):
+        now = await api.get(staple_path(namespace, f"s{i}"))
+        assert now["status"]["conditions"] == obj["status"]["conditions"]
     assert [await staple_of(api, namespace, f"s{i}") for i in range(3)] == staples
     for record in second.reconciler.records.values():
         assert record.held is not None  # the staple in the Secret was verified and adopted

@@ -759,7 +759,15 @@ class Reconciler:
                     created = await self.api.create(collection, staple_object(record))
                     record.staple_generation = _generation(created, record.staple_generation)
                 except Conflict:
-                    pass  # it exists (operator restart): its status is patched below
+                    # It exists (a restart, a takeover): keep its Ready transition time when
+                    # Ready is unchanged, and write nothing if its status is already this.
+                    existing = await self.api.get(self._staple_path(record.ref))
+                    status, unchanged = self._status_against(record, existing)
+                    digest = hash(json.dumps(status, sort_keys=True))
+                    if unchanged:
+                        record.staple_object_created = True
+                        self._published(record, status, digest)
+                        return
                 except NotFound as exc:
                     self.crd_available = False
                     logger.error("OCSPStaple CRD not installed; status is not reported: %s", exc)
@@ -777,9 +785,28 @@ class Reconciler:
         except (ApiError, OSError) as exc:
             logger.warning("could not report status of %s: %s", record.ref, exc)
             return
+        self._published(record, status, digest)
+
+    @staticmethod
+    def _published(record: SecretRecord, status: dict[str, Any], digest: int) -> None:
         record.published_digest = digest
         ready = status["conditions"][0]
         record.published_ready = (ready["status"], ready["lastTransitionTime"])
+
+    def _status_against(
+        self, record: SecretRecord, existing: JsonObject
+    ) -> tuple[dict[str, Any], bool]:
+        """The status to publish over one another process published: (status, whether it is
+        that one already)."""
+        old = existing.get("status") or {}
+        conditions = old.get("conditions") or [{}]
+        previous = (conditions[0].get("status"), conditions[0].get("lastTransitionTime"))
+        if isinstance(previous[0], str) and isinstance(previous[1], str):
+            record.published_ready = (previous[0], previous[1])
+        record.staple_generation = _generation(existing, record.staple_generation)
+        status = self._status(record)
+        # None values are sent as null (a merge patch removes them): the stored status has none.
+        return status, old == {k: v for k, v in status.items() if v is not None}
 
     def _status(self, record: SecretRecord) -> dict[str, Any]:
         return status_of(record, now=self.clock(), previous=record.published_ready,
