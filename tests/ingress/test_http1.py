@@ -169,3 +169,73 @@ def test_status_codes_have_three_digits_and_head_answers_keep_their_length() -> 
     to_head = http1.response_head(head, framing, keep=True, to_head_request=True)
     assert b"Content-Length: 1234\r\n" in to_head
     assert b"Content-Length: 0\r\n" in http1.response_head(head, framing, keep=True)
+
+
+def _request(fields: bytes, version: bytes = b"HTTP/1.1") -> http1.Head:
+    return http1.parse_request_head(b"GET /chat " + version + b"\r\nHost: a\r\n" + fields + b"\r\n")
+
+
+@pytest.mark.parametrize(
+    ("fields", "version", "offer"),
+    [
+        (b"Connection: Upgrade\r\nUpgrade: websocket\r\n", b"HTTP/1.1", b"websocket"),
+        (b"Connection: keep-alive, upgrade\r\nUpgrade: WebSocket\r\n", b"HTTP/1.1", b"WebSocket"),
+        (b"Connection: upgrade\r\nUpgrade: a, b/2\r\nUpgrade: c\r\n", b"HTTP/1.1", b"a, b/2, c"),
+        (b"Connection: upgrade\r\nUpgrade: h2c, websocket\r\n", b"HTTP/1.1", b"websocket"),
+        (b"Connection: upgrade\r\nUpgrade: H2C\r\n", b"HTTP/1.1", None),  # plain HTTP/1.1
+        (b"Upgrade: websocket\r\n", b"HTTP/1.1", None),  # Connection does not name it
+        (b"Connection: upgrade\r\n", b"HTTP/1.1", None),  # nothing offered
+        (b"Connection: upgrade\r\nUpgrade: websocket\r\n", b"HTTP/1.0", None),  # RFC 9110 7.8
+    ],
+)
+def test_an_upgrade_offer_is_what_connection_and_upgrade_say_without_h2c(
+    fields: bytes, version: bytes, offer: bytes | None
+) -> None:
+    assert http1.upgrade_offer(_request(fields, version)) == offer
+
+
+@pytest.mark.parametrize("value", [b"web socket", b"websocket/", b"a/b/c", b"ws, (x)"])
+def test_a_malformed_upgrade_is_refused(value: bytes) -> None:
+    head = _request(b"Connection: upgrade\r\nUpgrade: " + value + b"\r\n")
+    with pytest.raises(http1.BadMessage) as refused:
+        http1.upgrade_offer(head)
+    assert refused.value.status == 400
+
+
+def test_an_upgrade_request_is_forwarded_with_connection_and_upgrade_restated() -> None:
+    head = _request(
+        b"Connection: keep-alive, Upgrade, X-Hop\r\nUpgrade: h2c, websocket\r\nX-Hop: 1\r\n"
+        b"Sec-WebSocket-Key: k\r\nKeep-Alive: timeout=5\r\n"
+    )
+    offer = http1.upgrade_offer(head)
+    out = http1.forward_head(
+        head, client_ip=b"10.0.0.1", proto=b"https", framing=http1.NO_BODY, upgrade=offer
+    )
+    assert out == (
+        b"GET /chat HTTP/1.1\r\nHost: a\r\nSec-WebSocket-Key: k\r\n"
+        b"Connection: upgrade\r\nUpgrade: websocket\r\n"
+        b"X-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: a\r\n\r\n"
+    )
+    plain = http1.forward_head(head, client_ip=b"10.0.0.1", proto=b"https", framing=http1.NO_BODY)
+    assert b"Upgrade" not in plain  # without an offer both are hop-by-hop, as ever
+    assert b"Connection" not in plain
+
+
+def test_a_101_is_restated_for_the_client_and_must_name_an_offered_protocol() -> None:
+    head = http1.parse_response_head(
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade, X-Hop\r\nUpgrade: WebSocket\r\n"
+        b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nX-Hop: 1\r\nContent-Length: 0\r\n"
+        b"Keep-Alive: timeout=5\r\n\r\n"
+    )
+    assert http1.switched_head(head, offered=b"chat, websocket") == (
+        b"HTTP/1.1 101 Switching Protocols\r\n"
+        b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+        b"Connection: upgrade\r\nUpgrade: WebSocket\r\n\r\n"
+    )
+    for upgrade, offered in [(b"h2c", b"websocket"), (b"", b"websocket"), (b"websocket", b"")]:
+        bad = http1.parse_response_head(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: " + upgrade + b"\r\n\r\n"
+        )
+        with pytest.raises(http1.BadMessage) as refused:
+            http1.switched_head(bad, offered=offered)
+        assert refused.value.status == 502

@@ -16,6 +16,7 @@ from support.backends import EchoBackend, RawBackend, expose, ingress_object, ru
 from support.ingress_fixtures import Published
 from support.ingresses import IngressProcess, MakeSite, StartIngress, curl, ingress_path, publish
 from support.kube import wait_for
+from support.tls_by_hand import hand_tls
 
 HOST = "shop.example.test"
 
@@ -432,31 +433,11 @@ async def test_a_slow_client_gets_a_large_body_and_the_backend_connection_lives_
 
 
 def _half_closed_exchange(port: int, host: str, ca: Path, request: bytes) -> bytes:
-    """TLS by hand over a plain socket: send the request, then a TCP FIN (no close_notify),
-    and read the answer to the end."""
-    tls = ssl.create_default_context(cafile=str(ca)).wrap_bio(
-        incoming := ssl.MemoryBIO(), outgoing := ssl.MemoryBIO(), server_hostname=host
-    )
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        for _ in range(10):  # a handshake takes two round trips at most
-            try:
-                tls.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                raw.sendall(outgoing.read())
-                incoming.write(raw.recv(65536))
-        tls.write(request)
-        raw.sendall(outgoing.read())
-        raw.shutdown(socket.SHUT_WR)
-        answer = b""
-        while chunk := raw.recv(65536):
-            incoming.write(chunk)
-            try:
-                while data := tls.read(65536):  # b"" once the server's close_notify is read
-                    answer += data
-            except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
-                pass
-    return answer
+    """Send the request, then a TCP FIN (no close_notify), and read the answer to the end."""
+    with hand_tls(port, host, ca) as tls:
+        tls.send(request)
+        tls.half_close()
+        return tls.read()
 
 
 async def test_a_client_that_half_closes_still_gets_its_answer(

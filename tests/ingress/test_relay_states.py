@@ -12,46 +12,9 @@ from ocsp_stapler.ingress.proxying import ProxySettings, Relay
 from ocsp_stapler.ingress.routes import Endpoint, HostRules, PathRule, RouteTable, ServiceBackend
 from ocsp_stapler.ingress.upstreams import BackendConnection
 from ocsp_stapler.ingress.worker import ClientConnection, Worker, WorkerSettings
+from support.recorders import Recorder
 
 GET = b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n"
-
-
-class Recorder:
-    """Stands where a transport (or the TLS client connection) would: records what it is told."""
-
-    def __init__(self) -> None:
-        self.written: list[bytes] = []
-        self.reading = True
-        self.closing = False
-        self.aborted = False
-
-    # what a ProxySession calls on its client
-    def write(self, data: bytes) -> None:
-        self.written.append(data)
-
-    def close(self) -> None:
-        self.closing = True
-
-    def linger(self) -> None:
-        self.closing = True
-
-    def abort(self) -> None:
-        self.closing = self.aborted = True
-
-    def pause_reading(self, paused: bool | None = None) -> None:
-        self.reading = False if paused is None else not paused
-
-    # what a BackendConnection calls on its transport
-    def resume_reading(self) -> None:
-        self.reading = True
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def take(self) -> bytes:
-        out = b"".join(self.written)
-        self.written.clear()
-        return out
 
 
 def relay_with_one_backend(*, draining: bool = False) -> tuple[Relay, BackendConnection, Recorder]:
@@ -116,7 +79,7 @@ def test_a_dropped_pooled_connection_is_not_retried_for_a_post() -> None:
     session.feed(b"POST /order HTTP/1.1\r\nHost: a.test\r\n\r\n")
     upstream.connection_lost(None)  # the backend may have acted on it: no second try
     assert client.take().startswith(b"HTTP/1.1 502 ")
-    assert client.closing
+    assert client.closed
 
 
 def test_an_http10_client_gets_a_chunked_answer_plain_and_closed() -> None:
@@ -132,7 +95,7 @@ def test_an_http10_client_gets_a_chunked_answer_plain_and_closed() -> None:
     assert b"Transfer-Encoding" not in head
     assert b"Connection: close" in head
     assert body == b"hello"
-    assert client.closing
+    assert client.closed
 
 
 def test_while_draining_a_response_says_connection_close() -> None:
@@ -142,7 +105,7 @@ def test_while_draining_a_response_says_connection_close() -> None:
     session.feed(GET)
     upstream.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
     assert b"Connection: close\r\n" in client.take()
-    assert client.closing
+    assert client.closed
 
 
 async def test_a_closing_connection_that_cannot_flush_is_cut_after_the_body_timeout() -> None:
@@ -151,7 +114,7 @@ async def test_a_closing_connection_that_cannot_flush_is_cut_after_the_body_time
     transport = Recorder()
     conn.connection_made(transport)  # type: ignore[arg-type]
     conn.close()  # the client reads nothing: the transport's buffer never drains
-    assert transport.closing
+    assert transport.closed
     assert not transport.aborted
     conn.expire(worker.loop_time() + 1)
     assert not transport.aborted
@@ -166,7 +129,7 @@ def test_a_head_answer_keeps_the_length_the_backend_announced() -> None:
     session.feed(b"HEAD / HTTP/1.1\r\nHost: a.test\r\n\r\n")
     upstream.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n")
     assert b"Content-Length: 1234\r\n" in client.take()
-    assert not client.closing  # no body to wait for: the connection stays open
+    assert not client.closed  # no body to wait for: the connection stays open
 
 
 def test_a_backend_still_full_when_taken_from_the_pool_holds_the_client_back() -> None:

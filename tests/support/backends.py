@@ -5,20 +5,51 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
 from aiohttp import web
 
 from ocsp_stapler.k8s.client import ApiClient, resource_path
 
 
-class EchoBackend:
+class AppBackend:
+    """An aiohttp application on a loopback port: what each backend below serves differs,
+    the start and stop do not."""
+
+    shutdown_timeout = 60.0
+    """How long ``stop`` waits for open requests (aiohttp's default)."""
+
+    def __init__(self) -> None:
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    def app(self) -> web.Application:
+        raise NotImplementedError
+
+    async def start(self) -> Self:
+        self.runner = web.AppRunner(
+            self.app(),
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=self.shutdown_timeout,
+        )
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        return self
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+class EchoBackend(AppBackend):
     """Answers every request with JSON describing it (method, path, headers, body size)."""
 
     def __init__(self, name: str = "echo") -> None:
+        super().__init__()
         self.name = name
-        self.runner: web.AppRunner | None = None
-        self.port = 0
         self.requests = 0
         self.delay = 0.0
 
@@ -46,19 +77,10 @@ class EchoBackend:
         }
         return web.Response(text=json.dumps(payload), content_type="application/json")
 
-    async def start(self) -> EchoBackend:
+    def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self.handle)
-        self.runner = web.AppRunner(app, handle_signals=False, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
-        return self
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
+        return app
 
 
 Answer = Callable[[int, bytes], bytes | None]
@@ -66,19 +88,39 @@ Answer = Callable[[int, bytes], bytes | None]
 the connection without answering."""
 
 
-class RawBackend:
+class StreamBackend:
+    """A loopback TCP server whose ``serve`` writes bytes by hand, for what no library server
+    sends."""
+
+    def __init__(self) -> None:
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+    async def start(self) -> Self:
+        self.server = await asyncio.start_server(self.serve, "127.0.0.1", 0)
+        self.port = int(self.server.sockets[0].getsockname()[1])
+        return self
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+class RawBackend(StreamBackend):
     """A loopback HTTP/1.1 backend answering with scripted bytes: the framings and faults a
     library server will not produce (interim responses, close-delimited bodies, trailers, a
     keep-alive connection dropped as the next request arrives)."""
 
     def __init__(self, answer: Answer) -> None:
+        super().__init__()
         self.answer = answer
-        self.server: asyncio.Server | None = None
-        self.port = 0
         self.connections = 0
         self.requests: list[bytes] = []
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         try:
             for number in range(1000):
@@ -95,15 +137,6 @@ class RawBackend:
             return
         finally:
             writer.close()
-
-    async def start(self) -> RawBackend:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = int(self.server.sockets[0].getsockname()[1])
-        return self
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
 
 
 async def expose(
@@ -204,3 +237,72 @@ def rule(
     if host:
         r["host"] = host
     return r
+
+
+class WebSocketBackend(AppBackend):
+    """aiohttp's own WebSocket server behind the ingress.
+
+    ``/echo`` upgrades and echoes text and binary messages; text commands make it do what a
+    test needs from the far side of a tunnel: ``close CODE`` (close with that code),
+    ``flood COUNT SIZE`` (send COUNT binary messages of SIZE bytes, each starting with its
+    8-byte number, ``flooded`` counting the bytes sent so far), ``sink`` (stop reading until
+    ``release`` is set, then count binary bytes until ``done`` and answer ``got N``).
+    ``/plain`` answers even an upgrade request with an ordinary 200. Every request's headers
+    and the peer it came from (the ingress's backend connection) are kept in ``seen``; the
+    close code each WebSocket ended with in ``closes``.
+    """
+
+    shutdown_timeout = 2.0
+    """Open WebSockets must not hold a test's teardown for aiohttp's default minute."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[str, dict[str, str], tuple[str, int]]] = []
+        self.closes: list[int | None] = []
+        self.server_closed: list[bool] = []
+        """What each ``close CODE`` returned: True when the client's close frame came back."""
+        self.flooded = 0
+        self.release = asyncio.Event()
+
+    def _record(self, request: web.Request) -> None:
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        self.seen.append((request.path, dict(request.headers), tuple(peer or ("", 0))))
+
+    async def plain(self, request: web.Request) -> web.StreamResponse:
+        self._record(request)
+        return web.Response(text="no websocket here")
+
+    async def echo(self, request: web.Request) -> web.StreamResponse:
+        self._record(request)
+        ws = web.WebSocketResponse(max_msg_size=0)
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type == web.WSMsgType.BINARY:
+                await ws.send_bytes(msg.data)
+                continue
+            if msg.type != web.WSMsgType.TEXT:
+                break
+            command, *args = msg.data.split(" ")
+            if command == "close":
+                self.server_closed.append(await ws.close(code=int(args[0]), message=b"bye"))
+            elif command == "flood":
+                count, size = int(args[0]), int(args[1])
+                for i in range(count):
+                    await ws.send_bytes(i.to_bytes(8, "big") + b"f" * (size - 8))
+                    self.flooded += size
+            elif command == "sink":
+                await self.release.wait()
+                got = 0
+                while (part := await ws.receive()).type == web.WSMsgType.BINARY:
+                    got += len(part.data)
+                await ws.send_str(f"got {got}")
+            else:
+                await ws.send_str(msg.data)
+        self.closes.append(ws.close_code)
+        return ws
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/echo", self.echo)
+        app.router.add_route("*", "/{tail:.*}", self.plain)
+        return app

@@ -282,9 +282,18 @@ def _framing_field(framing: Framing) -> bytes:
     return b""
 
 
-def forward_head(head: Head, *, client_ip: bytes, proto: bytes, framing: Framing) -> bytes:
+def forward_head(
+    head: Head,
+    *,
+    client_ip: bytes,
+    proto: bytes,
+    framing: Framing,
+    upgrade: bytes | None = None,
+) -> bytes:
     """The request head to send upstream: hop-by-hop fields removed (and what Connection
-    names), client-supplied X-Forwarded-* replaced by ours, framing restated, HTTP/1.1."""
+    names), client-supplied X-Forwarded-* replaced by ours, framing restated, HTTP/1.1.
+    With ``upgrade`` (from ``upgrade_offer``) the request asks the backend to switch to
+    those protocols: ``Connection: upgrade`` and ``Upgrade`` are restated."""
     tokens = head.connection_tokens() if head.get(b"connection") is not None else set()
     kept = _kept_fields(head, _REQUEST_DROP, _DROP_FROM_REQUEST, tokens)
     method, target, _ = head.start
@@ -293,12 +302,72 @@ def forward_head(head: Head, *, client_ip: bytes, proto: bytes, framing: Framing
         proto,
         head.get(b"host") or b"",
     )
-    return b"%s %s HTTP/1.1\r\n%s%s%s\r\n" % (
+    switch = b"Connection: upgrade\r\nUpgrade: %s\r\n" % upgrade if upgrade else b""
+    return b"%s %s HTTP/1.1\r\n%s%s%s%s\r\n" % (
         method,
         target,
         kept,
+        switch,
         forwarded,
         _framing_field(framing),
+    )
+
+
+# --- Upgrade (RFC 9110 7.8) -----------------------------------------------------------------
+# Connection and Upgrade are hop-by-hop, so an ordinary request loses them on the way; only a
+# request that asks to switch protocols (and that the relay then tunnels if the backend agrees
+# with 101) has them restated, with what the proxy will tunnel and nothing else.
+
+NOT_TUNNELLED = frozenset({b"h2c"})
+"""Protocols never offered to a backend: h2c is a second HTTP that the proxy would pass
+unparsed, past its request checks and routing (nginx does not pass it either). The request
+goes on as HTTP/1.1 without it."""
+
+
+def _protocols(values: list[bytes], status: int) -> list[bytes]:
+    """The protocols of Upgrade field values (``name["/"version]``, both tokens)."""
+    found = []
+    for value in values:
+        for item in value.split(b","):
+            protocol = item.strip(b" \t")
+            if not protocol:
+                continue
+            name, slash, version = protocol.partition(b"/")
+            if not TOKEN.match(name) or (slash and not TOKEN.match(version)):
+                raise BadMessage("malformed Upgrade", status)
+            found.append(protocol)
+    return found
+
+
+def upgrade_offer(head: Head) -> bytes | None:
+    """The protocols an HTTP/1.1 request with ``Connection: upgrade`` asks to switch to, as
+    the Upgrade value to forward (h2c left out); None for an ordinary request. An HTTP/1.0
+    request's Upgrade is ignored (RFC 9110 7.8); a malformed one is a BadMessage (400)."""
+    if head.start[2] != b"HTTP/1.1" or head.get(b"connection") is None:
+        return None
+    if b"upgrade" not in head.connection_tokens():
+        return None
+    offered = _protocols(head.get_all(b"upgrade"), 400)
+    kept = [p for p in offered if p.partition(b"/")[0].lower() not in NOT_TUNNELLED]
+    return b", ".join(kept) or None
+
+
+def switched_head(head: Head, *, offered: bytes) -> bytes:
+    """The client's 101 head: the backend's fields without hop-by-hop ones, ``Connection:
+    upgrade`` and the backend's Upgrade restated. BadMessage(502) when the backend names no
+    protocol, or one the client did not offer (RFC 9110 15.2.2: it must not)."""
+    chosen = _protocols(head.get_all(b"upgrade"), 502)
+    if not chosen:
+        raise BadMessage("the backend switched protocols without naming one", 502)
+    allowed = {p.lower() for p in _protocols([offered], 502)}
+    if any(p.lower() not in allowed for p in chosen):
+        raise BadMessage("the backend switched to a protocol that was not offered", 502)
+    tokens = head.connection_tokens() if head.get(b"connection") is not None else set()
+    kept = _kept_fields(head, _RESPONSE_DROP, _DROP_FROM_RESPONSE, tokens)
+    return b"HTTP/1.1 101 %s\r\n%sConnection: upgrade\r\nUpgrade: %s\r\n\r\n" % (
+        head.start[2],
+        kept,
+        b", ".join(chosen),
     )
 
 

@@ -6,13 +6,18 @@
 | ocsp_stapler_ingress_handshake_failures_total | counter | |
 | ocsp_stapler_ingress_requests_total | counter | code |
 | ocsp_stapler_ingress_upstream_latency_seconds | histogram | |
+| ocsp_stapler_ingress_upgrades_total | counter | result |
 | ocsp_stapler_ingress_connections | gauge | |
 | ocsp_stapler_ingress_secret_problems | gauge | reason |
 | ocsp_stapler_ingress_refused_hosts | gauge | reason |
 | ocsp_stapler_ingress_publish_failures_total | counter | stage |
 
 ``version`` is TLSv1.2 or TLSv1.3; ``staple`` is served, not_served (asked, none valid) or
-not_requested (the client sent no status_request). ``secret_problems`` counts the Secrets
+not_requested (the client sent no status_request). ``upgrades`` counts the requests that
+asked to switch protocols (WebSocket...), by ``result``: switched (the backend answered 101,
+the connection became a tunnel), declined (the backend answered anything else, relayed as
+an ordinary response) or failed (no backend answer: the ingress answered an error itself).
+``secret_problems`` counts the Secrets
 our Ingresses name that are not (fully) served, by reason (``snapshots.REASONS``: e.g.
 KeyMismatch, not served; StapleRejected, served without a staple); ``publish_failures``
 counts configurations that could not be built or sent (``stage`` build or send), each of
@@ -35,6 +40,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+UPGRADE_RESULTS = ("switched", "declined", "failed")
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -47,6 +53,7 @@ class WorkerMetrics:
         "latency_count",
         "latency_sum",
         "requests",
+        "upgrades",
     )
 
     def __init__(self) -> None:
@@ -57,12 +64,17 @@ class WorkerMetrics:
         self.latency_sum = 0.0
         self.latency_count = 0
         self.connections = 0
+        self.upgrades: Counter[str] = Counter()
 
     def handshake(self, version: str, staple: str) -> None:
         self.handshakes[f"{version}|{staple}"] += 1
 
     def request(self, status: int) -> None:
         self.requests[status] = self.requests.get(status, 0) + 1
+
+    def upgrade(self, result: str) -> None:
+        """One request that asked to switch protocols, by its result (UPGRADE_RESULTS)."""
+        self.upgrades[result] += 1
 
     def upstream_latency(self, seconds: float) -> None:
         i = bisect_left(BUCKETS, seconds)  # the first bound >= seconds
@@ -80,6 +92,7 @@ class WorkerMetrics:
             "latency_sum": self.latency_sum,
             "latency_count": self.latency_count,
             "connections": self.connections,
+            "upgrades": dict(self.upgrades),
         }
 
 
@@ -97,12 +110,14 @@ class IngressCollector(Collector):
     def collect(self) -> Iterator[Any]:
         handshakes: Counter[str] = Counter()
         requests: Counter[str] = Counter()
+        upgrades: Counter[str] = Counter()
         buckets = [0] * len(BUCKETS)
         failures = count = connections = 0
         total = 0.0
         for snap in self.snapshots.values():
             handshakes.update(snap.get("handshakes", {}))
             requests.update(snap.get("requests", {}))
+            upgrades.update(snap.get("upgrades", {}))
             failures += snap.get("failures", 0)
             for i, n in enumerate(snap.get("latency_buckets", [])[: len(BUCKETS)]):
                 buckets[i] += n
@@ -127,6 +142,14 @@ class IngressCollector(Collector):
         for code, n in sorted(requests.items()):
             rq.add_metric([code], n)
         yield rq
+        up = CounterMetricFamily(
+            "ocsp_stapler_ingress_upgrades",
+            "Requests that asked to switch protocols, by result.",
+            labels=["result"],
+        )
+        for result in UPGRADE_RESULTS:
+            up.add_metric([result], upgrades[result])
+        yield up
         cumulative, acc = [], 0
         for bound, n in zip(BUCKETS, buckets, strict=True):
             acc += n

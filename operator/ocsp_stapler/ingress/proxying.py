@@ -14,6 +14,14 @@ buffered whole; backpressure pauses the other side's reads. Errors the client se
 400/431/501/505 for requests that cannot be proxied safely, 404 for no rule, 503 for no ready
 endpoint, 502 when the backend refuses or breaks, 504 when it does not accept or answer in
 time, 408 when the first request head does not arrive in time.
+
+A request that asks to switch protocols (``Connection: upgrade`` and ``Upgrade``: WebSocket
+and the like) keeps those two fields and gets a fresh backend connection of its own, never
+pooled. If the backend answers 101, the client gets the 101 and the connection becomes a byte
+tunnel (``tunnels``); any other answer is relayed as usual and the backend connection closed.
+h2c is never offered (``http1.NOT_TUNNELLED``): such a request goes on as plain HTTP/1.1. An
+upgrade request with a body is refused (400): which bytes are body and which the new protocol
+would be for the backend to decide, and it is not needed by WebSocket (a GET).
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from ocsp_stapler.ingress.message_bodies import (
 )
 from ocsp_stapler.ingress.metrics import WorkerMetrics
 from ocsp_stapler.ingress.routes import Endpoint, RouteTable
+from ocsp_stapler.ingress.tunnels import Tunnel
 from ocsp_stapler.ingress.upstreams import BackendConnection, ConnectionPool
 
 
@@ -45,6 +54,10 @@ class ProxySettings:
     """Seconds a keep-alive client connection may sit between requests."""
     body_timeout: float = 60.0
     """Seconds without progress while streaming a body, either way."""
+    tunnel_idle_timeout: float = 3600.0
+    """Seconds a tunnel (WebSocket...) may carry no byte either way before both sides are
+    closed: longer than a keep-alive's idle time, since applications ping at their own pace
+    (ingress-nginx's 60 s proxy-read-timeout is a frequent complaint)."""
     connect_timeout: float = 5.0
     upstream_timeout: float = 60.0
     """Seconds for a backend to send its response head (504 after)."""
@@ -60,6 +73,7 @@ class Client(Protocol):
     closing: bool
 
     def write(self, data: bytes) -> None: ...
+    def write_eof(self) -> None: ...
     def close(self) -> None: ...
     def linger(self) -> None: ...
     def abort(self) -> None: ...
@@ -107,8 +121,8 @@ class Relay:
 
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 # A session's phase: reading a request head; streaming a request body to the backend;
-# waiting for the rest of the response (the request is sent).
-HEAD, BODY, WAIT = 0, 1, 2
+# waiting for the rest of the response (the request is sent); a tunnel (after a 101).
+HEAD, BODY, WAIT, TUNNEL = 0, 1, 2, 3
 # Why the client's reads are paused (a bit each).
 _UPSTREAM_FULL, _PIPELINE_FULL = 1, 2
 
@@ -118,10 +132,10 @@ class ProxySession:
     pipelining: requests that arrive early wait in ``buffer``)."""
 
     __slots__ = (
-        "bodyless", "buffer", "client", "client_full", "client_ip", "closed", "connecting",
-        "deadline", "endpoint", "first", "http10", "keep", "method", "out_head", "pauses", "phase",
-        "proto", "relay", "request_body", "response_body", "response_buffer", "retried",
-        "reused", "started", "upstream", "upstream_keep",
+        "bodyless", "buffer", "client", "client_ended", "client_full", "client_ip", "closed",
+        "connecting", "deadline", "endpoint", "first", "http10", "keep", "method", "out_head",
+        "pauses", "phase", "proto", "relay", "request_body", "response_body", "response_buffer",
+        "retried", "reused", "started", "tunnel", "upgrade", "upstream", "upstream_keep",
     )  # fmt: skip
 
     def __init__(self, relay: Relay, client: Client, *, client_ip: bytes, proto: bytes) -> None:
@@ -138,6 +152,10 @@ class ProxySession:
         self.deadline = relay.clock() + relay.settings.header_timeout
         self.pauses = 0
         self.client_full = False
+        self.client_ended = False
+        """The client sent EOF while its request was answered."""
+        self.tunnel: Tunnel | None = None
+        """Set when the backend switched protocols: from then on it serves the connection."""
         # The exchange in progress.
         self.endpoint: Endpoint | None = None
         self.upstream: BackendConnection | None = None
@@ -154,6 +172,8 @@ class ProxySession:
         self.reused = False
         self.retried = False
         self.started = 0.0
+        self.upgrade: bytes | None = None
+        """The protocols this request offers to switch to (None: an ordinary request)."""
 
     @property
     def idle(self) -> bool:
@@ -164,6 +184,9 @@ class ProxySession:
 
     def feed(self, data: bytes) -> None:
         if self.closed:
+            return
+        if self.tunnel is not None:
+            self.tunnel.client_data(data)
             return
         if self.phase == BODY and self.upstream is not None and not self.buffer:
             data = self._forward_request_body(data)
@@ -177,15 +200,20 @@ class ProxySession:
 
     def client_eof(self) -> None:
         """The client will send nothing more."""
-        if self.phase == HEAD:
+        if self.tunnel is not None:
+            self.tunnel.client_eof()
+        elif self.phase == HEAD:
             self._close()
         elif self.phase == BODY:
             self._abort()  # the request body broke off
         else:
             self.keep = False  # answer this request, then close
+            self.client_ended = True
 
     def client_lost(self) -> None:
         self.closed = True
+        if self.tunnel is not None:
+            self.tunnel.client_lost()
         if self.connecting is not None:
             self.connecting.cancel()
             self.connecting = None
@@ -198,9 +226,14 @@ class ProxySession:
         self.client_full = paused
         if self.upstream is not None:
             self.upstream.pause_reading(paused)
+        elif self.tunnel is not None:
+            self.tunnel.client_paused(paused)
 
     def expire(self, now: float) -> None:
         """Called by the worker's sweep; acts when the current deadline has passed."""
+        if self.tunnel is not None:
+            self.tunnel.expire(now)
+            return
         if self.closed or not 0.0 < self.deadline < now:
             return
         if self.phase == HEAD:
@@ -243,15 +276,23 @@ class ProxySession:
             try:
                 head = http1.parse_request_head(raw, max_headers=relay.settings.max_headers)
                 framing = http1.request_framing(head)
+                self.upgrade = http1.upgrade_offer(head)
             except http1.BadMessage as exc:
                 self._reply(exc.status, str(exc), close=True)
+                return
+            if self.upgrade is not None and framing.kind != "none":
+                self._reply(400, "an Upgrade request cannot have a body here", close=True)
                 return
             method, target, version = head.start
             host = head.get(b"host") or b""
             keep = http1.keep_alive(head, version)
             self.http10 = version == b"HTTP/1.0"
             self.out_head = http1.forward_head(
-                head, client_ip=self.client_ip, proto=self.proto, framing=framing
+                head,
+                client_ip=self.client_ip,
+                proto=self.proto,
+                framing=framing,
+                upgrade=self.upgrade,
             )
             body = decoder(framing)
             expect = head.get(b"expect")
@@ -276,7 +317,8 @@ class ProxySession:
         self.response_body = None
         self.retried = False
         self._enter(WAIT if body.done else BODY)
-        pooled = relay.pool.take(endpoint)
+        # An upgrade may turn the connection into a tunnel: a fresh one, never pooled after.
+        pooled = relay.pool.take(endpoint) if self.upgrade is None else None
         if pooled is not None:
             self._attach(pooled, reused=True)
         else:
@@ -397,16 +439,17 @@ class ProxySession:
                     break
                 head = http1.parse_response_head(raw)
                 status = int(head.start[1])
-                if 100 <= status < 200 and status != 101:
+                if status == 101:  # only to the protocols offered: else a BadMessage (502)
+                    out = http1.switched_head(head, offered=self.upgrade or b"")
+                    break
+                if 100 <= status < 200:
                     continue  # an interim response: the client gets the final one only
                 framing = http1.response_framing(head, request_method=self.method)
             except http1.BadMessage as exc:
                 message = "backend response head too large" if exc.status == 431 else str(exc)
                 self._fail(502, message)
                 return None
-            self.upstream_keep = (
-                status != 101 and framing.kind != "close" and http1.keep_alive(head, head.start[0])
-            )
+            self.upstream_keep = framing.kind != "close" and http1.keep_alive(head, head.start[0])
             if framing.kind == "chunked" and self.http10:
                 # An HTTP/1.0 client cannot read chunks: the body goes out plain, to the close.
                 framing, body = http1.UNTIL_CLOSE, ChunkedBody(reencode=False)
@@ -421,14 +464,52 @@ class ProxySession:
         self.response_buffer = b""
         relay.metrics.upstream_latency(relay.clock() - self.started)
         relay.metrics.request(status)
+        if status == 101:
+            self._switch(out, buffer)
+            return None
+        if self.upgrade is not None:  # declined: an ordinary answer, on a connection not pooled
+            relay.metrics.upgrade("declined")
+            self.upgrade = None
+            self.upstream_keep = False
         self.response_body = body
         return out, buffer, body
 
-    def upstream_eof(self) -> None:
+    def _switch(self, head: bytes, rest: bytes) -> None:
+        """The backend switched protocols: the client gets the 101, and a tunnel takes the
+        backend connection, the bytes either side sent early and the flow control."""
+        upstream, self.upstream = self.upstream, None
+        if upstream is None:  # pragma: no cover - the 101 came from it
+            self._abort()
+            return
+        relay, settings = self.relay, self.relay.settings
+        relay.metrics.upgrade("switched")
+        self.upgrade = None
+        self.phase = TUNNEL
+        self.client.write(head)
+        tunnel = self.tunnel = Tunnel(
+            self.client,
+            upstream,
+            clock=relay.clock,
+            idle_timeout=settings.tunnel_idle_timeout,
+            flush_timeout=settings.body_timeout,
+            client_paused=bool(self.pauses),
+            client_full=self.client_full,
+        )
+        self.pauses = 0  # the tunnel's now
+        if rest:
+            tunnel.upstream_data(rest)
+        early, self.buffer = self.buffer, b""
+        if early:
+            tunnel.client_data(early)
+        if self.client_ended:
+            tunnel.client_eof()
+
+    def upstream_eof(self) -> bool:
         body = self.response_body
         if body is not None and not body.done and body.end():
             self.upstream_keep = False
             self._exchange_done()
+        return False
 
     def upstream_lost(self, upstream: BackendConnection) -> None:
         if upstream is not self.upstream:
@@ -494,6 +575,9 @@ class ProxySession:
 
     def _reply(self, status: int, message: str, *, close: bool) -> None:
         self.relay.metrics.request(status)
+        if self.upgrade is not None:  # an upgrade the backend did not answer
+            self.relay.metrics.upgrade("failed")
+            self.upgrade = None
         self.client.write(http1.simple_response(status, message, close=close))
         if close:  # the client may still be sending (a body, the rest of a head): linger
             self._close(linger=True)

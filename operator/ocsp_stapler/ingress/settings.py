@@ -41,6 +41,8 @@ class IngressSettings:
     header_timeout_seconds: float = 10.0
     idle_timeout_seconds: float = 60.0
     body_timeout_seconds: float = 60.0
+    tunnel_idle_timeout_seconds: float = 3600.0
+    """An upgraded connection (WebSocket) with no byte either way this long is closed."""
     connect_timeout_seconds: float = 5.0
     upstream_timeout_seconds: float = 60.0
     max_header_bytes: int = 32 * 1024
@@ -84,6 +86,7 @@ class IngressSettings:
                 header_timeout=self.header_timeout_seconds,
                 idle_timeout=self.idle_timeout_seconds,
                 body_timeout=self.body_timeout_seconds,
+                tunnel_idle_timeout=self.tunnel_idle_timeout_seconds,
                 connect_timeout=self.connect_timeout_seconds,
                 upstream_timeout=self.upstream_timeout_seconds,
                 max_header_bytes=self.max_header_bytes,

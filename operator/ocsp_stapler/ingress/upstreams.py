@@ -5,7 +5,8 @@ hands every event straight to it: bytes, backpressure, close. Between exchanges 
 the pool; one that the backend closes there (or that sends anything unasked) leaves the pool
 at once, so a pooled connection is rarely stale when taken. When it is anyway (the close
 crossed our request), the relay retries once on a fresh connection if no request body was
-consumed.
+consumed. An upgraded connection (``tunnels``) is never pooled: it is the tunnel's until
+it is closed, half-closed on the way when one side is done sending.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ class Owner(Protocol):
     """What an exchange must handle for the backend connection it holds."""
 
     def upstream_data(self, data: bytes) -> None: ...
-    def upstream_eof(self) -> None: ...
+    def upstream_eof(self) -> bool:
+        """The backend sends no more: True keeps the connection open for writing."""
+        ...
+
     def upstream_lost(self, upstream: BackendConnection) -> None: ...
     def upstream_paused(self, paused: bool) -> None: ...
 
@@ -58,7 +62,7 @@ class BackendConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         if self.owner is not None:
-            self.owner.upstream_eof()
+            return self.owner.upstream_eof()
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -102,6 +106,23 @@ class BackendConnection(asyncio.Protocol):
             self.pool.put(self)
         else:
             self.close()
+
+    def write_eof(self) -> None:
+        """Nothing more for the backend: a TCP half-close once the buffer is sent."""
+        transport = self.transport
+        if transport is not None and not self.closed and not transport.is_closing():
+            transport.write_eof()
+
+    def finish(self, flush_timeout: float) -> None:
+        """Close once what is buffered for the backend is sent; a backend that does not take
+        it within ``flush_timeout`` seconds is cut off rather than holding the connection."""
+        transport = self.transport
+        if transport is None or self.closed:
+            self.owner = None
+            return
+        self.close()
+        if transport.get_write_buffer_size():
+            asyncio.get_running_loop().call_later(flush_timeout, transport.abort)
 
     def close(self) -> None:
         self.owner = None

@@ -301,6 +301,13 @@ class ClientConnection(asyncio.Protocol):
         if out:
             transport.write(out)
 
+    def _close_notify(self) -> None:
+        """Tell a TLS client we send no more (unless it closed first: then a TCP close)."""
+        if self.conn is not None and self.handshook and not self.peer_closed:
+            with contextlib.suppress(SSL.Error):
+                self.conn.shutdown()
+            self._send_pending()
+
     def close(self) -> None:
         if self.closing:
             return
@@ -308,12 +315,20 @@ class ClientConnection(asyncio.Protocol):
         # The transport closes once its buffer is flushed: a client that never reads it gets
         # cut off by the sweep after a body timeout, not kept forever.
         self.deadline = self.worker.loop_time() + self.worker.settings.proxy.body_timeout
-        if self.conn is not None and self.handshook and not self.peer_closed:
-            with contextlib.suppress(SSL.Error):
-                self.conn.shutdown()
-            self._send_pending()
+        self._close_notify()
         if self.transport is not None:
             self.transport.close()
+
+    def write_eof(self) -> None:
+        """Half-close, for a tunnel whose backend is done sending: close_notify, then a TCP
+        FIN once the buffer is flushed, while what the client still sends is read and relayed
+        (unlike ``linger``). The tunnel closes the connection when the client is done too."""
+        transport = self.transport
+        if self.closing or transport is None or transport.is_closing():
+            return
+        self._close_notify()
+        if transport.can_write_eof():
+            transport.write_eof()
 
     def linger(self) -> None:
         """Close once the client has had time to read our answer: stop writing (close_notify,
@@ -324,10 +339,7 @@ class ClientConnection(asyncio.Protocol):
         if self.closing:
             return
         self.closing = self.lingering = True
-        if self.conn is not None and self.handshook and not self.peer_closed:
-            with contextlib.suppress(SSL.Error):
-                self.conn.shutdown()
-            self._send_pending()
+        self._close_notify()
         transport = self.transport
         if transport is None:
             return
