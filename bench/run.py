@@ -132,8 +132,8 @@ http {{
     client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy; fastcgi_temp_path {dir}/fcgi;
     uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
     ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_session_tickets off;
-    ssl_session_cache off;
+    ssl_session_tickets on;
+    ssl_session_cache shared:SSL:10m;
     keepalive_requests 100000;
     upstream backend {{ server 127.0.0.1:{backend}; keepalive 32; }}
 {servers}
@@ -324,21 +324,22 @@ def _inprocess_handshakes(site: Site, *, staple: bool, count: int) -> float:
         client.set_tlsext_host_name(site.host.encode())
         client.request_ocsp()
         owner = Owner()
-        started = time.process_time()
-        server = store.new_connection(owner)
-        spent += time.process_time() - started
-        if server is None:
-            raise RuntimeError("the certificate store has no certificate")
+        server: SSL.Connection | None = None
         for _ in range(8):  # two round trips: the loop is bounded
             with contextlib.suppress(SSL.WantReadError):
                 client.do_handshake()
             flight = tls.pending_output(client)
             started = time.process_time()
+            if server is None:  # as the worker does: the ClientHello picks the Context
+                server = store.new_connection(owner, flight)
+                if server is None:
+                    raise RuntimeError("the certificate store has no certificate")
             tls.feed(server, flight)
             done = tls.handshake(server)
             answer = tls.pending_output(server)
             spent += time.process_time() - started
-            client.bio_write(answer)
+            if answer:  # nothing after the client's Finished when no ticket is sent
+                client.bio_write(answer)
             if done:
                 client.do_handshake()
                 break
@@ -450,6 +451,7 @@ def tls_benches(
     proxy_rows: list[str],
     only: str | None,
     staple_rows: list[str],
+    resumed_rows: list[str],
 ) -> None:
     sites = make_sites(workdir)
     if only in (None, "tls"):
@@ -478,29 +480,18 @@ def tls_benches(
             theirs = nginx(workdir / f"nginx-{workers}", sites, theirs_port, backend_port, workers)
             try:
                 conc = 8 * workers
-                if only in (None, "tls"):
+                for mode, table in (("handshake", rows), ("resume", resumed_rows)):
+                    if only not in (None, "tls"):
+                        break
                     for site in sites:
                         for tls in ("1.2", "1.3"):
-                            a = measure(
-                                ours.pid,
-                                ours_port,
-                                site,
-                                mode="handshake",
-                                tls=tls,
-                                seconds=seconds,
-                                concurrency=conc,
-                            )
-                            b = measure(
-                                theirs.pid,
-                                theirs_port,
-                                site,
-                                mode="handshake",
-                                tls=tls,
-                                seconds=seconds,
-                                concurrency=conc,
-                            )
-                            rows.append(_tls_row(site.name, tls, workers, a, b))
-                            print(rows[-1], flush=True)
+                            a, b = (
+                                measure(pid, port, site, mode=mode, tls=tls, seconds=seconds,
+                                        concurrency=conc)
+                                for pid, port in ((ours.pid, ours_port), (theirs.pid, theirs_port))
+                            )  # fmt: skip
+                            table.append(_tls_row(site.name, tls, workers, a, b))
+                            print(table[-1], flush=True)
                 if only in (None, "proxy"):
                     a = measure(
                         ours.pid,
@@ -530,12 +521,20 @@ def tls_benches(
 
 
 def _tls_row(key: str, tls: str, workers: int, ours: dict[str, Any], nginx_: dict[str, Any]) -> str:
+    """A handshake row; in ``resume`` mode with each server's share of resumed handshakes."""
     ratio = ours["cpu_us_per_op"] / nginx_["cpu_us_per_op"]
     missing = ours["missing_staples"] + nginx_["missing_staples"]
     errors = ours["errors"] + nginx_["errors"]
+    shares = ""
+    if ours["mode"] == "resume":
+        ours_share, nginx_share = (
+            100 * r["resumed"] / r["handshakes"] if r.get("handshakes") else 0.0
+            for r in (ours, nginx_)
+        )
+        shares = f" {ours_share:.1f}% / {nginx_share:.1f}% |"
     return (
         f"| {key} | TLS {tls} | {workers} | {ours['per_second']:.0f} | {nginx_['per_second']:.0f} | "
-        f"{ours['cpu_us_per_op']:.0f} | {nginx_['cpu_us_per_op']:.0f} | **{ratio:.2f}** | {missing} | {errors} |"
+        f"{ours['cpu_us_per_op']:.0f} | {nginx_['cpu_us_per_op']:.0f} | **{ratio:.2f}** |{shares} {missing} | {errors} |"
     )
 
 
@@ -990,6 +989,7 @@ def main() -> int:
     counts = [1000] if args.quick else [int(c) for c in args.scale.split(",")]
     subprocess.run([str(REPO_ROOT / "bench" / "build.sh")], check=True)
     tls_rows: list[str] = []
+    resumed_rows: list[str] = []
     proxy_rows: list[str] = []
     staple_rows: list[str] = []
     scale_rows: list[str] = []
@@ -1002,7 +1002,9 @@ def main() -> int:
     ):
         workdir = Path(tmp)
         if args.only in (None, "tls", "proxy"):
-            tls_benches(cp, workdir, seconds, tls_rows, proxy_rows, args.only, staple_rows)
+            tls_benches(
+                cp, workdir, seconds, tls_rows, proxy_rows, args.only, staple_rows, resumed_rows
+            )
         if args.only in (None, "operator"):
             first_staple_latency(cp, workdir, first_rows)
             operator_scale(cp, workdir, counts, scale_rows)
@@ -1011,7 +1013,7 @@ def main() -> int:
         if args.only in (None, "sync"):
             sync_latency(workdir, sync_rows)
     report = render(tls_rows, proxy_rows, scale_rows, seconds, first_rows, staple_rows, fair_rows,
-                    sync_rows)  # fmt: skip
+                    sync_rows, resumed_rows)  # fmt: skip
     print(report)
     args.out.write_text(report)
     return 0
@@ -1026,6 +1028,7 @@ def render(
     staple_rows: list[str] | None = None,
     fair_rows: list[str] | None = None,
     sync_rows: list[str] | None = None,
+    resumed_rows: list[str] | None = None,
 ) -> str:
     today = datetime.date.today().isoformat()
     nginx_version = subprocess.run(
@@ -1045,6 +1048,16 @@ def render(
             "| key | protocol | workers | ours hs/s | nginx hs/s | ours CPU µs/hs | nginx CPU µs/hs | ours/nginx CPU | missing staples | errors |",
             "|---|---|---|---|---|---|---|---|---|---|",
             *tls_rows,
+            "",
+        ]
+    if resumed_rows:
+        lines += [
+            "## Resumed TLS handshakes (each connection offers its last ticket; nginx with",
+            "`ssl_session_tickets on` and `ssl_session_cache shared:SSL:10m`)",
+            "",
+            "| key | protocol | workers | ours hs/s | nginx hs/s | ours CPU µs/hs | nginx CPU µs/hs | ours/nginx CPU | resumed, ours / nginx | missing staples | errors |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+            *resumed_rows,
             "",
         ]
     if staple_rows:

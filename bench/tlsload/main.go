@@ -1,5 +1,7 @@
 // Command tlsload measures a TLS server from the outside: full handshakes per second (every
-// ClientHello asks for a staple, and a handshake without one counts as missing), or keep-alive
+// ClientHello asks for a staple, and a handshake without one counts as missing), resumed
+// handshakes per second (each connection offers the ticket of its last full handshake; a full
+// handshake that sends the certificate without a staple counts as missing), or keep-alive
 // HTTP/1.1 GETs per second with latency percentiles. It prints one JSON object.
 package main
 
@@ -25,6 +27,7 @@ type result struct {
 	Mode           string  `json:"mode"`
 	Seconds        float64 `json:"seconds"`
 	Handshakes     int64   `json:"handshakes,omitempty"`
+	Resumed        int64   `json:"resumed"`
 	MissingStaples int64   `json:"missing_staples"`
 	Requests       int64   `json:"requests,omitempty"`
 	Errors         int64   `json:"errors"`
@@ -38,7 +41,7 @@ func main() {
 	addr := flag.String("addr", "127.0.0.1:8443", "server address")
 	name := flag.String("servername", "", "SNI and verified name")
 	caFile := flag.String("ca", "", "PEM file of the CA to trust")
-	mode := flag.String("mode", "handshake", "handshake or requests")
+	mode := flag.String("mode", "handshake", "handshake, resume or requests")
 	version := flag.String("tls", "1.3", "1.2 or 1.3")
 	duration := flag.Duration("duration", 5*time.Second, "how long to run")
 	concurrency := flag.Int("c", 8, "concurrent connections")
@@ -62,7 +65,7 @@ func main() {
 		cfg.CurvePreferences = []tls.CurveID{tls.X25519, tls.CurveP256}
 	}
 
-	var ok, missing, errs int64
+	var ok, missing, errs, resumed int64
 	var firstErr atomic.Value
 	fail := func(err error) {
 		atomic.AddInt64(&errs, 1)
@@ -78,15 +81,28 @@ func main() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if *mode == "handshake" {
+			if *mode == "handshake" || *mode == "resume" {
+				mine := cfg
+				if *mode == "resume" { // a browser's cache: one ticket per server name
+					mine = cfg.Clone()
+					mine.ClientSessionCache = tls.NewLRUClientSessionCache(1)
+				}
 				for time.Now().Before(deadline) {
-					conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", *addr, cfg)
+					conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", *addr, mine)
 					if err != nil {
 						fail(err)
 						continue
 					}
-					if len(conn.ConnectionState().OCSPResponse) == 0 {
+					state := conn.ConnectionState()
+					if state.DidResume {
+						atomic.AddInt64(&resumed, 1)
+					} else if len(state.OCSPResponse) == 0 {
 						atomic.AddInt64(&missing, 1)
+					}
+					if *mode == "resume" && !state.DidResume && state.Version == tls.VersionTLS13 {
+						// TLS 1.3 tickets follow the handshake: read until they are in.
+						conn.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+						conn.Read(make([]byte, 1))
 					}
 					atomic.AddInt64(&ok, 1)
 					conn.Close()
@@ -135,8 +151,8 @@ func main() {
 	}
 	wg.Wait()
 	elapsed := time.Since(start).Seconds()
-	r := result{Mode: *mode, Seconds: elapsed, MissingStaples: missing, Errors: errs, PerSecond: float64(ok) / elapsed}
-	if *mode == "handshake" {
+	r := result{Mode: *mode, Seconds: elapsed, MissingStaples: missing, Errors: errs, Resumed: resumed, PerSecond: float64(ok) / elapsed}
+	if *mode != "requests" {
 		r.Handshakes = ok
 	} else {
 		r.Requests = ok

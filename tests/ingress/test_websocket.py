@@ -170,17 +170,9 @@ async def test_a_close_from_either_side_reaches_the_other_with_its_code(
 
 
 def _worker_pid(ingress: IngressProcess) -> int:
-    """The one worker of an ingress started with workers=1 (the supervisor's child)."""
-    children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            after_name = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(after_name[1]) == ingress.proc.pid:
-            children.append(int(stat.parent.name))
-    assert len(children) == 1, children
-    return children[0]
+    """The one worker of an ingress started with workers=1."""
+    (pid,) = ingress.worker_pids()
+    return pid
 
 
 def _rss(pid: int) -> int:

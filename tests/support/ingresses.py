@@ -60,6 +60,18 @@ class IngressProcess:
 
         await wait_for(probe, timeout=30, what="the ingress to be ready")
 
+    def worker_pids(self) -> list[int]:
+        """The worker processes (the supervisor's children)."""
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                after_name = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(after_name[1]) == self.proc.pid:
+                children.append(int(stat.parent.name))
+        return sorted(children)
+
     async def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)

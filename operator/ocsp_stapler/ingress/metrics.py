@@ -12,8 +12,9 @@
 | ocsp_stapler_ingress_refused_hosts | gauge | reason |
 | ocsp_stapler_ingress_publish_failures_total | counter | stage |
 
-``version`` is TLSv1.2 or TLSv1.3; ``staple`` is served, not_served (asked, none valid) or
-not_requested (the client sent no status_request). ``upgrades`` counts the requests that
+``version`` is TLSv1.2 or TLSv1.3; ``staple`` is served, not_served (asked, none valid),
+not_requested (the client sent no status_request) or resumed (a resumed session: no
+certificate is sent, so no staple is due). ``upgrades`` counts the requests that
 asked to switch protocols (WebSocket...), by ``result``: switched (the backend answered 101,
 the connection became a tunnel), declined (the backend answered anything else, relayed as
 an ordinary response) or failed (no backend answer: the ingress answered an error itself).

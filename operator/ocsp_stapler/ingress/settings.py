@@ -56,6 +56,11 @@ class IngressSettings:
     sends SIGTERM and the endpoint removal at the same time; load balancers and kube-proxy
     catch up over a few seconds), and every response says ``Connection: close`` so
     keep-alive clients move on. The chart sets 5."""
+    session_tickets: bool = True
+    """TLS session resumption by tickets, with one key shared by all workers (``ticket_keys``)."""
+    ticket_key_rotation_seconds: float = 3600.0
+    """A new ticket key this often (tickets under the previous key no longer resume): what a
+    leaked key can decrypt is at most this much of resumed sessions."""
     log_format: Literal["plain", "json"] = "plain"
 
     controller: str = INGRESS_CONTROLLER
@@ -65,6 +70,8 @@ class IngressSettings:
             port = getattr(self, name)
             if not 0 <= port <= 65535:
                 raise ConfigError(f"OCSP_STAPLER_{name.upper()}={port}: not a port")
+        if self.ticket_key_rotation_seconds < 1:
+            raise ConfigError("OCSP_STAPLER_TICKET_KEY_ROTATION_SECONDS must be at least 1")
         if self.shutdown_delay_seconds < 0 or self.drain_timeout_seconds < 0:
             raise ConfigError("the shutdown delay and the drain timeout cannot be negative")
         if self.workers < 0 or self.max_connections < 1 or self.max_headers < 1:

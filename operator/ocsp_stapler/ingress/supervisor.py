@@ -41,6 +41,7 @@ from ocsp_stapler.ingress import channel, claims
 from ocsp_stapler.ingress.metrics import IngressCollector
 from ocsp_stapler.ingress.settings import IngressSettings
 from ocsp_stapler.ingress.snapshots import REASONS, SecretProblem, SnapshotBuilder
+from ocsp_stapler.ingress.ticket_keys import new_key
 from ocsp_stapler.k8s.client import ApiClient, Credentials, resource_path
 from ocsp_stapler.k8s.events import EventPoster
 from ocsp_stapler.k8s.informers import Informer
@@ -150,6 +151,8 @@ class Supervisor:
         self._posted: set[tuple[str, str, str, str]] = set()
         self._posting = asyncio.Semaphore(EVENT_POSTS)
         self._background: set[asyncio.Task[Any]] = set()
+        self.ticket_key = new_key() if settings.session_tickets else b""
+        """The session-ticket key every worker uses now (memory only; never logged)."""
 
     # ---------------------------------------------------------------- configuration
 
@@ -355,6 +358,8 @@ class Supervisor:
         reader, writer = await asyncio.open_connection(sock=parent, limit=channel.MAX_MESSAGE)
         worker.writer = writer
         worker.tasks = [asyncio.get_running_loop().create_task(self._listen(worker, reader))]
+        if self.ticket_key:  # before the first snapshot: its contexts are built with it
+            await self._send(worker, self._ticket_message())
         if self.snapshot is not None:
             await self._send(worker, self.snapshot)
         if self.lame_duck:  # restarted during the shutdown delay
@@ -382,6 +387,21 @@ class Supervisor:
                     await asyncio.sleep(0.5)
                     await self._spawn(worker)
             await asyncio.sleep(0.25)
+
+    def _ticket_message(self) -> dict[str, Any]:
+        return {
+            "ticket_key": self.ticket_key.hex(),
+            "lifetime": self.settings.ticket_key_rotation_seconds,
+        }
+
+    async def _rotate_ticket_keys(self) -> None:
+        """A new session-ticket key for every worker each rotation period."""
+        while not self.stopping:
+            await asyncio.sleep(self.settings.ticket_key_rotation_seconds)
+            self.ticket_key = new_key()
+            message = self._ticket_message()
+            for worker in self.workers:
+                await self._send(worker, message)
 
     def alive(self) -> bool:
         return bool(self.workers) and all(
@@ -444,6 +464,8 @@ class Supervisor:
             for worker in self.workers:
                 await self._spawn(worker)
             tasks.append(loop.create_task(self._watch_workers()))
+            if self.ticket_key:
+                tasks.append(loop.create_task(self._rotate_ticket_keys()))
             logger.info(
                 "ingress: %d worker(s), https %s:%d",
                 len(self.workers),

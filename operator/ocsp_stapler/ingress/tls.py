@@ -14,18 +14,21 @@ a Context without any certificate, so OpenSSL aborts the handshake).
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from OpenSSL import SSL
 
+from ocsp_stapler.ingress import client_hello
+from ocsp_stapler.ingress.ticket_keys import KEY_BYTES, ticket_key_control
 from ocsp_stapler.ocsp.chains import must_staple
 
-SERVED, NOT_SERVED, NOT_REQUESTED = "served", "not_served", "not_requested"
+SERVED, NOT_SERVED, NOT_REQUESTED, RESUMED = "served", "not_served", "not_requested", "resumed"
 # No ALPN callback: without an ALPN answer clients speak HTTP/1.1, which is all we serve, and
 # a Python callback less per handshake is measurably cheaper (see bench/results.md).
 _CIPHERS = b"ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!SHA1"
@@ -72,8 +75,33 @@ def _hosts_of(certs: Mapping[str, Any], ids: list[str]) -> list[Any]:
     return found
 
 
-def server_context(chain_pem: bytes, key_pem: bytes) -> tuple[SSL.Context, x509.Certificate]:
-    """A server Context holding this chain and key (no callbacks yet), and the leaf.
+def base_context(*, tickets: bool) -> SSL.Context:
+    """A server Context with the ingress's protocol settings and no certificate. A
+    Connection takes its options from the Context it is made with, whichever one SNI
+    switches it to later, so every Context a Connection can start on is made here."""
+    ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
+    ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
+    ctx.set_options(
+        SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE | SSL.OP_NO_RENEGOTIATION
+    )
+    ctx.set_cipher_list(_CIPHERS)
+    # No session cache: a worker's cache would resume only the clients it met itself (and
+    # grow with them); resumption is by tickets, whose key all workers share. Without that
+    # key, full handshakes only.
+    if not tickets:
+        ctx.set_options(SSL.OP_NO_TICKET)
+    ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+    control = ticket_key_control()
+    if control is not None:
+        control.set_ticket_count(ctx, 1 if tickets else 0)
+    return ctx
+
+
+def server_context(
+    chain_pem: bytes, key_pem: bytes, *, tickets: bool = False
+) -> tuple[SSL.Context, x509.Certificate]:
+    """A server Context holding this chain and key (no callbacks yet), and the leaf; with
+    ``tickets``, session tickets are on (the caller sets the shared key: ``ticket_keys``).
 
     The supervisor builds one too, as a trial, before it publishes a certificate: what OpenSSL
     refuses (a key that does not fit, one too weak for its security level) is then reported
@@ -84,16 +112,7 @@ def server_context(chain_pem: bytes, key_pem: bytes) -> tuple[SSL.Context, x509.
     key = serialization.load_pem_private_key(
         key_pem, password=None, unsafe_skip_rsa_key_validation=True
     )
-    ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
-    ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
-    ctx.set_options(
-        SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE | SSL.OP_NO_RENEGOTIATION
-    )
-    ctx.set_cipher_list(_CIPHERS)
-    # Full handshakes only: each worker process would have its own ticket key and session
-    # cache, so a returning client (spread by SO_REUSEPORT) would rarely resume anyway.
-    ctx.set_options(SSL.OP_NO_TICKET)
-    ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+    ctx = base_context(tickets=tickets)
     ctx.use_certificate(certs[0])
     for extra in certs[1:]:
         ctx.add_extra_chain_cert(extra)
@@ -114,16 +133,44 @@ class CertificateStore:
         self.exact: dict[str, CertEntry] = {}
         self.wildcard: dict[str, CertEntry] = {}
         self.default: CertEntry | None = None
-        self._refuse = SSL.Context(SSL.TLS_SERVER_METHOD)  # no certificate: the handshake fails
+        self._refuse = base_context(tickets=False)  # no certificate: the handshake fails
+        self._lobby = base_context(tickets=False)
+        """Where a connection starts whose ClientHello could not be read first: SNI picks
+        its certificate, and it never resumes (its session-id context is no host's)."""
+        self._lobby.set_tlsext_servername_callback(self._on_servername)
+        self.ticket_key = b""
+        """The workers' shared session-ticket key; empty: no tickets (full handshakes)."""
+        self.ticket_lifetime = 0.0
+
+    def set_ticket_key(self, key: bytes, lifetime: float) -> bool:
+        """Use this session-ticket key from now on, for every certificate (the tickets made
+        under the previous one no longer resume); ``lifetime``: the seconds until the next
+        key, told to clients as the ticket's lifetime. False (and no tickets) when OpenSSL
+        cannot be given the key here."""
+        control = ticket_key_control()
+        if control is None or len(key) != KEY_BYTES:
+            return False
+        self.ticket_key, self.ticket_lifetime = key, lifetime
+        for entry in self.entries.values():
+            control.set_key(entry.context, key)
+        return True
 
     # ------------------------------------------------------------ configuration updates
 
     def _context(
         self, entry_staple: Staple, chain_pem: bytes, key_pem: bytes
     ) -> tuple[SSL.Context, bool]:
-        ctx, leaf = server_context(chain_pem, key_pem)
+        control = ticket_key_control() if self.ticket_key else None
+        ctx, leaf = server_context(chain_pem, key_pem, tickets=control is not None)
         ctx.set_tlsext_servername_callback(self._on_servername)
         ctx.set_ocsp_server_callback(self._on_status, data=entry_staple)
+        if control is not None:
+            control.set_key(ctx, self.ticket_key)
+            ctx.set_timeout(max(1, int(self.ticket_lifetime)))
+            # A session resumes only for the certificate (and version) it was made with:
+            # OpenSSL compares this id after SNI picked the context, so a ticket for one
+            # host never resumes on another, nor after the certificate changed.
+            ctx.set_session_id(hashlib.sha256(leaf.fingerprint(hashes.SHA256())).digest()[:32])
         return ctx, must_staple(leaf)
 
     def apply(
@@ -190,12 +237,20 @@ class CertificateStore:
 
     # ----------------------------------------------------------------- per connection
 
-    def new_connection(self, owner: object) -> SSL.Connection | None:
-        """A server-side Connection over memory BIOs; ``owner`` (which must have a ``staple``
-        attribute) learns from the OCSP callback whether a staple was served."""
+    def new_connection(self, owner: object, hello: bytes | None) -> SSL.Connection | None:
+        """A server-side Connection over memory BIOs, made on the Context of the host that
+        ``hello`` (the first record from the client) names, so that OpenSSL checks a session
+        ticket against that host's session-id context; ``owner`` (which must have a
+        ``staple`` attribute) learns from the OCSP callback whether a staple was served."""
         if self.default is None:
             return None
-        conn = SSL.Connection(self.default.context, None)
+        name = client_hello.server_name(hello) if hello else None
+        if name is None:
+            ctx = self._lobby
+        else:
+            entry = self.lookup(name)
+            ctx = self._refuse if entry is None or self._refused(entry) else entry.context
+        conn = SSL.Connection(ctx, None)
         conn.set_accept_state()
         conn.set_app_data(owner)
         return conn
@@ -213,15 +268,19 @@ class CertificateStore:
                     return entry
         return self.default
 
+    def _refused(self, entry: CertEntry) -> bool:
+        return self.strict and entry.must_staple and not entry.staple.valid(self.clock())
+
     def _on_servername(self, conn: SSL.Connection) -> None:
+        current = conn.get_context()
+        if current is not self._lobby and resumed(conn):
+            # OpenSSL accepted the ticket for the Context the name picked (new_connection);
+            # in TLS 1.2 it now reports the session's own name, which must not move it.
+            return
         entry = self.lookup(conn.get_servername())
-        if entry is None:
+        if entry is None or self._refused(entry):
             conn.set_context(self._refuse)
-            return
-        if self.strict and entry.must_staple and not entry.staple.valid(self.clock()):
-            conn.set_context(self._refuse)
-            return
-        if entry.context is not conn.get_context():
+        elif entry.context is not current:
             conn.set_context(entry.context)
 
     def _on_status(self, conn: SSL.Connection, staple: Staple | None) -> bytes:
@@ -267,6 +326,11 @@ _WANT_READ, _ZERO_RETURN = 2, 6
 _BUFSIZE = 256 * 1024
 _buffer = _ffi.new("char[]", _BUFSIZE) if _FAST else None
 VERSIONS = {0x0303: "TLSv1.2", 0x0304: "TLSv1.3"}
+
+
+def resumed(conn: SSL.Connection) -> bool:
+    """The handshake resumed a session (no certificate was sent, so no staple either)."""
+    return _FAST and bool(_lib.SSL_session_reused(conn._ssl))
 
 
 def feed(conn: SSL.Connection, data: bytes) -> None:

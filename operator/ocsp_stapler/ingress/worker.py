@@ -34,11 +34,11 @@ from typing import Any, Protocol, cast
 
 from OpenSSL import SSL
 
-from ocsp_stapler.ingress import channel, tls
+from ocsp_stapler.ingress import channel, client_hello, tls
 from ocsp_stapler.ingress.metrics import WorkerMetrics
 from ocsp_stapler.ingress.proxying import ProxySettings, RedirectSession, Relay
 from ocsp_stapler.ingress.routes import RouteTable, table_from_wire
-from ocsp_stapler.ingress.tls import NOT_REQUESTED, CertificateStore
+from ocsp_stapler.ingress.tls import NOT_REQUESTED, RESUMED, CertificateStore
 
 logger = logging.getLogger("ocsp_stapler.ingress.worker")
 
@@ -88,6 +88,7 @@ class Worker:
         self.configured = asyncio.Event()
         self._refused: set[tuple[str, str]] = set()
         """(certificate id, version) already logged as not loadable."""
+        self._no_tickets_said = False
 
     async def sweep(self) -> None:
         """Once a second: enforce every deadline (handshake, request head, idle keep-alive,
@@ -130,6 +131,22 @@ class Worker:
             logger.warning("a configuration without certificates; the previous ones stay")
         self.configured.set()
 
+    def set_ticket_key(self, message: dict[str, Any]) -> None:
+        """The supervisor's session-ticket key (sent before the first snapshot, and at each
+        rotation); never logged. Where OpenSSL cannot be given it: full handshakes, said once."""
+        try:
+            key = bytes.fromhex(message["ticket_key"])
+            lifetime = float(message.get("lifetime") or 0.0)
+        except (TypeError, ValueError):
+            logger.warning("an unreadable session-ticket key; the previous one stays")
+            return
+        if not self.store.set_ticket_key(key, lifetime) and not self._no_tickets_said:
+            self._no_tickets_said = True
+            logger.warning(
+                "session tickets are off: this cryptography build gives no way to share "
+                "ticket keys between workers (full handshakes only)"
+            )
+
     def session(self, conn: ClientConnection, client_ip: bytes) -> Session:
         if conn.tls:
             return self.relay.session(conn, client_ip=client_ip, proto=b"https")
@@ -161,7 +178,7 @@ class ClientConnection(asyncio.Protocol):
     """
 
     __slots__ = (
-        "closing", "conn", "deadline", "handshook", "lingering", "peer_closed", "session",
+        "closing", "conn", "deadline", "handshook", "hello", "lingering", "peer_closed", "session",
         "staple", "tls", "transport", "worker",
     )  # fmt: skip
 
@@ -170,6 +187,8 @@ class ClientConnection(asyncio.Protocol):
         self.tls = tls
         self.transport: asyncio.Transport | None = None
         self.conn: SSL.Connection | None = None
+        self.hello = b""
+        """The ClientHello's first record while it arrives (before ``conn`` is made)."""
         self.handshook = not tls
         self.peer_closed = False
         self.lingering = False
@@ -189,11 +208,25 @@ class ClientConnection(asyncio.Protocol):
             return
         w.connections.add(self)
         self.deadline = w.loop_time() + w.settings.handshake_timeout
-        if self.tls:
-            self.conn = w.store.new_connection(self)
-            if self.conn is None:
-                self.transport.abort()
-                return
+        if self.tls and w.store.default is None:
+            self.transport.abort()  # no certificate to serve yet
+
+    def _start_tls(self, data: bytes) -> bool:
+        """Make the TLS Connection once the ClientHello's first record is here (its server
+        name picks the Context: ``client_hello``); False while more of it is to come."""
+        hello = self.hello + data
+        size = client_hello.record_length(hello)
+        if size == 0 or (size is not None and len(hello) < size <= client_hello.MAX_RECORD):
+            self.hello = hello
+            return False
+        first = hello[:size] if size is not None and size <= client_hello.MAX_RECORD else None
+        self.hello = b""
+        self.conn = self.worker.store.new_connection(self, first)
+        if self.conn is None:
+            self.abort()
+            return False
+        tls.feed(self.conn, hello)
+        return True
 
     def data_received(self, data: bytes) -> None:
         if self.lingering:
@@ -202,8 +235,11 @@ class ClientConnection(asyncio.Protocol):
         if conn is None:
             if not self.tls:
                 self._plaintext(data)
+            elif self._start_tls(data):
+                self.data_received(b"")
             return
-        tls.feed(conn, data)
+        if data:
+            tls.feed(conn, data)
         if not self.handshook:
             try:
                 done = tls.handshake(conn)
@@ -217,7 +253,8 @@ class ClientConnection(asyncio.Protocol):
                 return
             self.handshook = True
             self.worker.metrics.handshake(
-                tls.VERSIONS.get(conn.get_protocol_version(), "other"), self.staple
+                tls.VERSIONS.get(conn.get_protocol_version(), "other"),
+                RESUMED if tls.resumed(conn) else self.staple,
             )
             if conn.get_servername() is None and self.worker.store.refuses_without_sni():
                 self.abort()
@@ -397,6 +434,8 @@ async def run_worker(
         while (message := await channel.receive(reader)) is not None:
             if message.get("lame_duck") is True:
                 worker.lame_duck = True
+            if "ticket_key" in message:
+                worker.set_ticket_key(message)
             if "routes" in message:
                 try:
                     worker.apply(message)

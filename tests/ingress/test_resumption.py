@@ -1,0 +1,305 @@
+"""Session resumption across workers: one ticket key, made by the supervisor, for all of them.
+
+Checked with `openssl s_client -sess_out` (a full handshake, its ticket saved) and
+`-sess_in` (the ticket offered back), TLS 1.2 and 1.3, through a real ingress: a ticket
+resumes on every worker, also on a worker started after the ticket was made (so the key is
+not a worker's own), never for another host, and no longer after a key rotation; whenever
+a handshake carries the certificate, it carries the staple.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from devcluster.pki import TestPKI
+from OpenSSL import SSL
+
+from ocsp_stapler.ingress import ticket_keys, tls
+from ocsp_stapler.ingress.tls import NOT_REQUESTED, SERVED, CertificateStore
+from ocsp_stapler.k8s.client import ApiClient
+from support.clocks import utcnow
+from support.ingress_fixtures import Published
+from support.ingresses import IngressProcess, StartIngress, put_staple, s_client, staple_in
+from support.kube import wait_for
+
+HOST, OTHER = "www.example.test", "shop.example.test"
+VERSIONS = ["-tls1_2", "-tls1_3"]
+
+
+def reused(out: str) -> bool:
+    """s_client says "Reused, TLSv1.x" for a resumed handshake, "New, TLSv1.x" for a full one."""
+    return "\nReused, TLSv1." in out
+
+
+def certificate_sent(out: str) -> bool:
+    """Whether the server sent its Certificate: in every full handshake, in no resumed one
+    (s_client prints the session's certificate either way, so its output cannot tell)."""
+    return not reused(out)
+
+
+async def full_handshake(
+    ingress: IngressProcess, host: str, version: str, sess: Path, *, ticket: bool = True
+) -> str:
+    """A full, stapled handshake whose session (with its ticket) is saved in ``sess``
+    (``ticket``: wait for one; a server without tickets may give s_client nothing to save)."""
+
+    async def stapled() -> str | None:
+        out = await s_client(ingress.https_port, host, version, "-sess_out", str(sess))
+        saved = await asyncio.to_thread(sess.exists)
+        return out if staple_in(out) == "good" and (saved or not ticket) else None
+
+    out = await wait_for(stapled, what=f"a stapled handshake with {host}")
+    assert not reused(out)
+    return out
+
+
+async def resume(ingress: IngressProcess, host: str, version: str, sess: Path) -> str:
+    out = await s_client(ingress.https_port, host, version, "-sess_in", str(sess))
+    # The promise of the issue: a client gets a staple whenever it gets a certificate.
+    assert not certificate_sent(out) or staple_in(out) == "good", out
+    return out
+
+
+async def handshake_metric(ingress: IngressProcess, version: str, staple: str) -> float:
+    got = await ingress.get("/metrics")
+    assert got is not None
+    name = "ocsp_stapler_ingress_handshakes_total"
+    for line in got[1].splitlines():
+        if line.startswith(name) and f'staple="{staple}"' in line and version in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_a_ticket_resumes_on_every_worker_even_one_started_after_it(
+    start: StartIngress, published: Published, tmp_path: Path, version: str
+) -> None:
+    await published(HOST, "www-tls")
+    ingress = await start(workers=2)
+    sess = tmp_path / "session.pem"
+    await full_handshake(ingress, HOST, version, sess)
+    # SO_REUSEPORT spreads these over both workers: with a key per worker about half of
+    # them would be full handshakes.
+    for _ in range(8):
+        out = await resume(ingress, HOST, version, sess)
+        assert reused(out), out
+    # Both workers killed and restarted by the supervisor: the ticket still resumes.
+    before = ingress.worker_pids()
+    for pid in before:
+        os.kill(pid, signal.SIGKILL)
+
+    async def restarted() -> bool:
+        pids = ingress.worker_pids()
+        return len(pids) == 2 and not set(pids) & set(before)
+
+    await wait_for(restarted, what="the workers to be restarted")
+    out = await wait_for(
+        lambda: resume(ingress, HOST, version, sess), what="the restarted workers to serve"
+    )
+    assert reused(out), out
+    tls = "TLSv1.3" if version == "-tls1_3" else "TLSv1.2"
+    await wait_for(
+        lambda: handshake_metric(ingress, tls, "resumed"), what="resumed handshakes counted"
+    )
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_a_ticket_for_one_host_never_resumes_another(
+    start: StartIngress, published: Published, tmp_path: Path, version: str
+) -> None:
+    await published(HOST, "www-tls")
+    await published(OTHER, "shop-tls")
+    ingress = await start(workers=1)
+    sess = tmp_path / "session.pem"
+    await full_handshake(ingress, HOST, version, sess)
+    other = tmp_path / "other.pem"
+    await full_handshake(ingress, OTHER, version, other)
+    # Each host's own ticket resumes (not only the default certificate's) ...
+    for host, its_own in ((HOST, sess), (OTHER, other)):
+        assert reused(await resume(ingress, host, version, its_own)), host
+    # ... and never under another name, whichever certificate is the default.
+    assert not reused(await resume(ingress, HOST, version, other))
+    out = await resume(ingress, OTHER, version, sess)
+    assert not reused(out), out
+    assert certificate_sent(out)
+    assert f"CN={OTHER}" in out.replace(" = ", "=")
+    assert staple_in(out) == "good"
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_strict_must_staple_refuses_a_resumption_once_the_staple_expired(
+    start: StartIngress, published: Published, api: ApiClient, namespace: str, pki: TestPKI,
+    tmp_path: Path, version: str,
+) -> None:  # fmt: skip
+    """A ticket skips the certificate, not the policy: without a valid staple now, a
+    must-staple host is refused to a returning client as to a new one."""
+    leaf, _ = await published(HOST, "www-tls", staple=False, must_staple=True)
+    now = utcnow().replace(microsecond=0)
+    short = pki.response(
+        leaf, this_update=now - datetime.timedelta(minutes=1),
+        next_update=now + datetime.timedelta(seconds=4),
+    )  # fmt: skip
+    await put_staple(api, namespace, "www-tls", short)
+    ingress = await start(workers=1, must_staple_policy="strict")
+    sess = tmp_path / "session.pem"
+    await full_handshake(ingress, HOST, version, sess)
+    assert reused(await resume(ingress, HOST, version, sess))
+
+    async def refused() -> str | None:
+        out = await s_client(ingress.https_port, HOST, version)
+        return out if "CN = " + HOST not in out and "CN=" + HOST not in out else None
+
+    await wait_for(refused, timeout=15, what="the expired staple to refuse full handshakes")
+    out = await s_client(ingress.https_port, HOST, version, "-sess_in", str(sess))
+    assert not reused(out), out
+
+
+async def test_a_rotated_key_ends_resumption_and_new_tickets_resume_again(
+    start: StartIngress, published: Published, tmp_path: Path
+) -> None:
+    await published(HOST, "www-tls")
+    ingress = await start(workers=2, ticket_key_rotation_seconds="2")
+    sess = tmp_path / "session.pem"
+    await full_handshake(ingress, HOST, "-tls1_3", sess)
+
+    async def not_resumed() -> bool:
+        return not reused(await resume(ingress, HOST, "-tls1_3", sess))
+
+    await wait_for(not_resumed, timeout=15, what="the old ticket to stop resuming")
+    # A ticket under the new key resumes (within its 2 s it can meet a rotation: retried).
+
+    async def resumes_again() -> bool:
+        fresh = tmp_path / "fresh.pem"
+        fresh.unlink(missing_ok=True)
+        await full_handshake(ingress, HOST, "-tls1_3", fresh)
+        return reused(await resume(ingress, HOST, "-tls1_3", fresh))
+
+    await wait_for(resumes_again, timeout=15, what="a new ticket to resume")
+
+
+async def test_with_session_tickets_off_every_handshake_is_full(
+    start: StartIngress, published: Published, tmp_path: Path
+) -> None:
+    await published(HOST, "www-tls")
+    ingress = await start(workers=1, session_tickets="false")
+    for version in VERSIONS:
+        sess = tmp_path / f"session{version}.pem"
+        out = await full_handshake(ingress, HOST, version, sess, ticket=False)
+        # No ticket, no resumable session id (no session cache): nothing to offer back.
+        assert "TLS session ticket:" not in out, out
+        assert not sess.exists(), version
+    assert await handshake_metric(ingress, "TLSv1", "resumed") == 0.0
+
+
+def test_the_ticket_key_control_sets_keys_that_read_back() -> None:
+    """This platform's wheel has the symbols: the mechanism is on (the tests above need it)."""
+    control = ticket_keys.ticket_key_control()
+    assert control is not None
+    ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
+    key = ticket_keys.new_key()
+    assert control.set_key(ctx, key)
+    assert control.get_key(ctx) == key
+    assert not control.set_key(ctx, key[:79])  # only OpenSSL's 80-byte layout
+
+
+def test_a_file_that_is_not_elf_has_no_symbols(tmp_path: Path) -> None:
+    other = tmp_path / "not-elf.so"
+    other.write_bytes(b"MZ" + bytes(200))
+    assert ticket_keys._symbols(other, {"SSL_CTX_ctrl"}) == {}
+
+
+# ------------------------------------------------- in process: where a connection starts
+
+
+def _store(pki: TestPKI) -> CertificateStore:
+    store = CertificateStore()
+    assert store.set_ticket_key(ticket_keys.new_key(), 3600)
+    now = utcnow().replace(microsecond=0)
+    certs = {}
+    for host in (HOST, OTHER):
+        leaf = pki.leaf(host)
+        staple = pki.response(leaf, this_update=now, next_update=now + datetime.timedelta(hours=1))
+        certs[host] = {
+            "version": "1", "chain": pki.chain_pem(leaf).decode(),
+            "key": leaf.key_pem.decode(), "hosts": [host], "staple": staple.hex(),
+            "staple_expires": time.time() + 3600,
+        }  # fmt: skip
+    assert store.apply(certs, HOST) == []
+    return store
+
+
+def _split_records(flight: bytes) -> bytes:
+    """The same ClientHello, its handshake message split over two records."""
+    body = flight[5 : 5 + int.from_bytes(flight[3:5], "big")]
+    half = len(body) // 2
+    return (
+        b"".join(
+            flight[:3] + len(part).to_bytes(2, "big") + part for part in (body[:half], body[half:])
+        )
+        + flight[5 + len(body) :]
+    )
+
+
+class _Owner:
+    staple = NOT_REQUESTED
+
+
+_CLIENT = SSL.Context(SSL.TLS_CLIENT_METHOD)  # a client's sessions resume on its own Context
+
+
+def _handshake(
+    store: CertificateStore, host: str, session: SSL.Session | None, split: bool = False
+) -> tuple[SSL.Connection, SSL.Connection, _Owner]:
+    """A handshake between a pyOpenSSL client and the store, as a worker runs it."""
+    client = SSL.Connection(_CLIENT, None)
+    client.set_connect_state()
+    client.set_tlsext_host_name(host.encode())
+    client.request_ocsp()
+    if session is not None:
+        client.set_session(session)
+    owner, server = _Owner(), None
+    for _ in range(8):
+        with contextlib.suppress(SSL.WantReadError):
+            client.do_handshake()
+        flight = tls.pending_output(client)
+        if server is None:
+            flight = _split_records(flight) if split else flight
+            server = store.new_connection(owner, flight)
+            assert server is not None
+        tls.feed(server, flight)
+        done = tls.handshake(server)
+        answer = tls.pending_output(server)
+        if answer:  # nothing after the client's Finished when no ticket is sent
+            client.bio_write(answer)
+        if done:
+            break
+    assert server is not None
+    with contextlib.suppress(SSL.WantReadError):
+        client.do_handshake()
+        client.recv(1)  # the TLS 1.3 ticket comes after the handshake
+    return client, server, owner
+
+
+def test_a_hello_that_cannot_be_read_first_still_gets_its_certificate_and_never_resumes(
+    pki: TestPKI,
+) -> None:
+    store = _store(pki)
+    client, server, owner = _handshake(store, OTHER, None)
+    assert server.get_context() is store.entries[OTHER].context
+    assert owner.staple == SERVED
+    ticket = client.get_session()
+    assert tls.resumed(_handshake(store, OTHER, ticket)[1])
+    # Split over two records, the ClientHello's name is left to OpenSSL: SNI still picks the
+    # certificate (stapled), and no ticket resumes from there.
+    client, server, owner = _handshake(store, OTHER, ticket, split=True)
+    assert not tls.resumed(server)
+    assert server.get_context() is store.entries[OTHER].context
+    assert owner.staple == SERVED
+    assert client.get_peer_certificate() is not None
