@@ -77,9 +77,14 @@ def cpu_seconds(pid: int) -> float:
     return total / CLK_TCK
 
 
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """A process's resident set (``VmHWM``: its peak) in MiB; 0 once it is gone."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return 0.0
+    for line in lines:
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -452,6 +457,7 @@ def tls_benches(
     only: str | None,
     staple_rows: list[str],
     resumed_rows: list[str],
+    memory_rows: list[str],
 ) -> None:
     sites = make_sites(workdir)
     if only in (None, "tls"):
@@ -513,11 +519,59 @@ def tls_benches(
                     )
                     proxy_rows.append(_proxy_row(workers, a, b))
                     print(proxy_rows[-1], flush=True)
+                if only in (None, "tls"):
+                    ingress_memory(ours.pid, ours_port, sites[0], workers, memory_rows)
             finally:
                 stop(ours)
                 stop(theirs)
     finally:
         stop(backend)
+
+
+IDLE_CONNECTIONS = 1000
+
+
+async def _hold_idle_connections(port: int, site: Site, count: int, measure: Any) -> float:
+    """Open ``count`` TLS connections (handshaken, no request) and return ``measure()``
+    taken while they are all open."""
+    import ssl  # noqa: PLC0415
+
+    ctx = ssl.create_default_context(cafile=str(site.pki.path("root")))
+    opened: list[asyncio.StreamWriter] = []
+    try:
+        for start in range(0, count, 50):
+            pairs = await asyncio.gather(
+                *(
+                    asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname=site.host)
+                    for _ in range(min(50, count - start))
+                )
+            )
+            opened += [writer for _, writer in pairs]
+        await asyncio.sleep(0.5)  # the workers have read every last handshake byte
+        return float(measure())
+    finally:
+        for writer in opened:
+            writer.transport.abort()
+
+
+def ingress_memory(pid: int, port: int, site: Site, workers: int, rows: list[str]) -> None:
+    """The ingress's memory after the load runs: the supervisor's peak, the largest worker's
+    peak, and what each open idle TLS connection adds to the workers (the chart's memory limit
+    and the default worker count's memory cap are sized from these)."""
+    children = [p for p in tree(pid) if p != pid]
+    before = sum(rss_mb(p) for p in children)
+    during = asyncio.run(
+        _hold_idle_connections(
+            port, site, IDLE_CONNECTIONS, lambda: sum(rss_mb(p) for p in children)
+        )
+    )
+    per_connection_kib = (during - before) * 1024 / IDLE_CONNECTIONS
+    rows.append(
+        f"| {workers} | {rss_mb(pid, 'VmHWM'):.0f} MiB | "
+        f"{max(rss_mb(p, 'VmHWM') for p in children):.0f} MiB | {before / workers:.0f} MiB | "
+        f"{per_connection_kib:.0f} KiB |"
+    )
+    print(rows[-1], flush=True)
 
 
 def _tls_row(key: str, tls: str, workers: int, ours: dict[str, Any], nginx_: dict[str, Any]) -> str:
@@ -674,7 +728,7 @@ def operator_scale(cp: ControlPlane, workdir: Path, counts: list[int], rows: lis
             text = http_get(url) or ""
             writes = metric(text, "ocsp_stapler_secret_writes_total", '{action="write"}')
             requests = responder.request_count() - requests_before
-            rss, cpu = peak_rss_mb(op.pid), cpu_seconds(op.pid)
+            rss, cpu = rss_mb(op.pid, "VmHWM"), cpu_seconds(op.pid)
             stop(op)
             # Restart with every staple fresh: no request may go out.
             before = responder.request_count()
@@ -990,6 +1044,7 @@ def main() -> int:
     subprocess.run([str(REPO_ROOT / "bench" / "build.sh")], check=True)
     tls_rows: list[str] = []
     resumed_rows: list[str] = []
+    memory_rows: list[str] = []
     proxy_rows: list[str] = []
     staple_rows: list[str] = []
     scale_rows: list[str] = []
@@ -1003,8 +1058,9 @@ def main() -> int:
         workdir = Path(tmp)
         if args.only in (None, "tls", "proxy"):
             tls_benches(
-                cp, workdir, seconds, tls_rows, proxy_rows, args.only, staple_rows, resumed_rows
-            )
+                cp, workdir, seconds, tls_rows, proxy_rows, args.only, staple_rows, resumed_rows,
+                memory_rows,
+            )  # fmt: skip
         if args.only in (None, "operator"):
             first_staple_latency(cp, workdir, first_rows)
             operator_scale(cp, workdir, counts, scale_rows)
@@ -1013,7 +1069,7 @@ def main() -> int:
         if args.only in (None, "sync"):
             sync_latency(workdir, sync_rows)
     report = render(tls_rows, proxy_rows, scale_rows, seconds, first_rows, staple_rows, fair_rows,
-                    sync_rows, resumed_rows)  # fmt: skip
+                    sync_rows, resumed_rows, memory_rows)  # fmt: skip
     print(report)
     args.out.write_text(report)
     return 0
@@ -1029,6 +1085,7 @@ def render(
     fair_rows: list[str] | None = None,
     sync_rows: list[str] | None = None,
     resumed_rows: list[str] | None = None,
+    memory_rows: list[str] | None = None,
 ) -> str:
     today = datetime.date.today().isoformat()
     nginx_version = subprocess.run(
@@ -1076,6 +1133,15 @@ def render(
             "| workers | ours req/s | nginx req/s | ours CPU µs/req | nginx CPU µs/req | ours/nginx CPU | ours p50/p99 ms | nginx p50/p99 ms | errors |",
             "|---|---|---|---|---|---|---|---|---|",
             *proxy_rows,
+            "",
+        ]
+    if memory_rows:
+        lines += [
+            "## Ingress memory (after the runs above; then 1,000 idle TLS connections held open)",
+            "",
+            "| workers | supervisor peak RSS | largest worker peak RSS | worker RSS, idle | per open TLS connection |",
+            "|---|---|---|---|---|",
+            *memory_rows,
             "",
         ]
     if first_rows:

@@ -6,7 +6,7 @@ import dataclasses
 from typing import Literal
 
 from ocsp_stapler.config import ConfigError
-from ocsp_stapler.ingress.cpus import available_cpus
+from ocsp_stapler.ingress.cgroups import default_workers
 from ocsp_stapler.ingress.proxying import ProxySettings
 from ocsp_stapler.ingress.worker import WorkerSettings
 from ocsp_stapler.names import INGRESS_CLASS, INGRESS_CONTROLLER, STAPLE_KEY
@@ -80,7 +80,7 @@ class IngressSettings:
             raise ConfigError("OCSP_STAPLER_DEFAULT_CERTIFICATE must be namespace/name")
 
     def worker_count(self) -> int:
-        return self.workers or available_cpus()
+        return self.workers or default_workers()
 
     def worker_settings(self) -> WorkerSettings:
         return WorkerSettings(
