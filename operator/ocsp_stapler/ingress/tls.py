@@ -272,16 +272,13 @@ class CertificateStore:
         return self.strict and entry.must_staple and not entry.staple.valid(self.clock())
 
     def _on_servername(self, conn: SSL.Connection) -> None:
-        current = conn.get_context()
-        if current is not self._lobby and resumed(conn):
-            # OpenSSL accepted the ticket for the Context the name picked (new_connection);
-            # in TLS 1.2 it now reports the session's own name, which must not move it.
+        if conn.get_context() is not self._lobby:
+            # new_connection picked the Context from this very name (and OpenSSL accepted a
+            # ticket, if any, for it); in a TLS 1.2 resumption OpenSSL would now report the
+            # session's own name, which must not move the connection.
             return
         entry = self.lookup(conn.get_servername())
-        if entry is None or self._refused(entry):
-            conn.set_context(self._refuse)
-        elif entry.context is not current:
-            conn.set_context(entry.context)
+        conn.set_context(self._refuse if entry is None or self._refused(entry) else entry.context)
 
     def _on_status(self, conn: SSL.Connection, staple: Staple | None) -> bytes:
         state = conn.get_app_data()
