@@ -319,16 +319,13 @@ def _inprocess_handshakes(site: Site, *, staple: bool, count: int) -> float:
     client_ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
     client_ctx.set_max_proto_version(SSL.TLS1_2_VERSION)
 
-    class Owner:
-        staple = tls.NOT_REQUESTED
-
     spent = 0.0
     for _ in range(count):
         client = SSL.Connection(client_ctx, None)
         client.set_connect_state()
         client.set_tlsext_host_name(site.host.encode())
         client.request_ocsp()
-        owner = Owner()
+        owner = tls.ConnectionOwner()
         server: SSL.Connection | None = None
         for _ in range(8):  # two round trips: the loop is bounded
             with contextlib.suppress(SSL.WantReadError):

@@ -15,14 +15,16 @@ import datetime
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from devcluster.pki import TestPKI
 from OpenSSL import SSL
+from OpenSSL._util import lib as _lib
 
 from ocsp_stapler.ingress import ticket_keys, tls
-from ocsp_stapler.ingress.tls import NOT_REQUESTED, SERVED, CertificateStore
+from ocsp_stapler.ingress.tls import SERVED, CertificateStore, ConnectionOwner
 from ocsp_stapler.k8s.client import ApiClient
 from support.clocks import utcnow
 from support.ingress_fixtures import Published
@@ -247,24 +249,29 @@ def _split_records(flight: bytes) -> bytes:
     )
 
 
-class _Owner:
-    staple = NOT_REQUESTED
-
-
 _CLIENT = SSL.Context(SSL.TLS_CLIENT_METHOD)  # a client's sessions resume on its own Context
+# Key shares for P-384 only, which the server ranks below X25519: it answers the first
+# ClientHello with a HelloRetryRequest, and the client sends a second one.
+_RETRYING_CLIENT = SSL.Context(SSL.TLS_CLIENT_METHOD)
+assert _lib.SSL_CTX_set1_curves_list(_RETRYING_CLIENT._context, b"P-384:X25519") == 1
 
 
 def _handshake(
-    store: CertificateStore, host: str, session: SSL.Session | None, split: bool = False
-) -> tuple[SSL.Connection, SSL.Connection, _Owner]:
-    """A handshake between a pyOpenSSL client and the store, as a worker runs it."""
-    client = SSL.Connection(_CLIENT, None)
+    store: CertificateStore, host: str, session: SSL.Session | None, *, split: bool = False,
+    client_ctx: SSL.Context = _CLIENT, retry_as: str | None = None,
+    before_retry: Callable[[], None] = lambda: None,
+) -> tuple[SSL.Connection, SSL.Connection, ConnectionOwner, bool]:  # fmt: skip
+    """A handshake between a pyOpenSSL client and the store, as a worker runs it: the
+    client, the server, what the callbacks told the owner, and whether OpenSSL completed it.
+    ``retry_as``: the name the client's second ClientHello (after a HelloRetryRequest)
+    sends, after ``before_retry`` ran."""
+    client = SSL.Connection(client_ctx, None)
     client.set_connect_state()
     client.set_tlsext_host_name(host.encode())
     client.request_ocsp()
     if session is not None:
         client.set_session(session)
-    owner, server = _Owner(), None
+    owner, server, done = ConnectionOwner(), None, False
     for _ in range(8):
         with contextlib.suppress(SSL.WantReadError):
             client.do_handshake()
@@ -273,33 +280,94 @@ def _handshake(
             flight = _split_records(flight) if split else flight
             server = store.new_connection(owner, flight)
             assert server is not None
+        elif retry_as is not None:
+            before_retry()
         tls.feed(server, flight)
-        done = tls.handshake(server)
+        try:
+            done = tls.handshake(server)
+        except SSL.Error:
+            break
         answer = tls.pending_output(server)
         if answer:  # nothing after the client's Finished when no ticket is sent
             client.bio_write(answer)
+        if retry_as is not None and owner.hellos == 1:
+            client.set_tlsext_host_name(retry_as.encode())
         if done:
             break
     assert server is not None
-    with contextlib.suppress(SSL.WantReadError):
+    with contextlib.suppress(SSL.Error):
         client.do_handshake()
         client.recv(1)  # the TLS 1.3 ticket comes after the handshake
-    return client, server, owner
+    return client, server, owner, done
 
 
 def test_a_hello_that_cannot_be_read_first_still_gets_its_certificate_and_never_resumes(
     pki: TestPKI,
 ) -> None:
     store = _store(pki)
-    client, server, owner = _handshake(store, OTHER, None)
+    client, server, owner, _ = _handshake(store, OTHER, None)
     assert server.get_context() is store.entries[OTHER].context
     assert owner.staple == SERVED
     ticket = client.get_session()
     assert tls.resumed(_handshake(store, OTHER, ticket)[1])
     # Split over two records, the ClientHello's name is left to OpenSSL: SNI still picks the
     # certificate (stapled), and no ticket resumes from there.
-    client, server, owner = _handshake(store, OTHER, ticket, split=True)
+    client, server, owner, _ = _handshake(store, OTHER, ticket, split=True)
     assert not tls.resumed(server)
     assert server.get_context() is store.entries[OTHER].context
     assert owner.staple == SERVED
     assert client.get_peer_certificate() is not None
+
+
+def test_after_a_hello_retry_the_second_hello_must_name_the_same_host(pki: TestPKI) -> None:
+    """OpenSSL checks a ticket against the host of the first ClientHello (the one read
+    first); a client that names another host in its second one, after a HelloRetryRequest,
+    is refused, resumed or not."""
+    store = _store(pki)
+    client, *_ = _handshake(store, OTHER, None, client_ctx=_RETRYING_CLIENT)
+    ticket = client.get_session()
+    _, server, owner, done = _handshake(store, OTHER, ticket, client_ctx=_RETRYING_CLIENT)
+    assert done
+    assert owner.hellos == 2
+    assert tls.resumed(server)
+    assert not owner.refused
+    _, server, owner, done = _handshake(
+        store, OTHER, ticket, client_ctx=_RETRYING_CLIENT, retry_as=HOST
+    )
+    assert owner.hellos == 2
+    assert owner.refused  # OpenSSL completes the resumption: the worker aborts it
+    _, server, owner, done = _handshake(
+        store, OTHER, None, client_ctx=_RETRYING_CLIENT, retry_as=HOST
+    )
+    assert owner.refused
+    assert not done  # a full handshake: no certificate to send
+
+
+def test_strict_must_staple_is_checked_again_on_the_second_hello(pki: TestPKI) -> None:
+    """A client that waits for the staple to expire before it answers a HelloRetryRequest
+    gets no certificate without a staple from a strict ingress."""
+    now = [time.time()]
+    store = CertificateStore(must_staple_policy="strict", clock=lambda: now[0])
+    leaf = pki.leaf(HOST, must_staple=True)
+    staple = pki.response(
+        leaf, this_update=utcnow().replace(microsecond=0),
+        next_update=utcnow() + datetime.timedelta(minutes=10),
+    )  # fmt: skip
+    entry = {
+        "version": "1", "chain": pki.chain_pem(leaf).decode(), "key": leaf.key_pem.decode(),
+        "hosts": [HOST], "staple": staple.hex(), "staple_expires": now[0] + 60,
+    }  # fmt: skip
+    assert store.apply({HOST: entry}, HOST) == []
+    _, _, owner, done = _handshake(store, HOST, None, client_ctx=_RETRYING_CLIENT)
+    assert done
+    assert owner.staple == SERVED
+    assert owner.hellos == 2
+
+    def expire() -> None:
+        now[0] += 120
+
+    _, _, owner, done = _handshake(
+        store, HOST, None, client_ctx=_RETRYING_CLIENT, retry_as=HOST, before_retry=expire
+    )
+    assert owner.refused
+    assert not done

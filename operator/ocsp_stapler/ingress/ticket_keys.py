@@ -107,7 +107,10 @@ def ticket_key_control() -> TicketKeyControl | None:
     """The control, proven on a scratch context; None where the mechanism is unavailable."""
     try:
         path = Path(_rust.__file__ or "")
-        found = _symbols(path, {_ANCHOR, "SSL_CTX_ctrl", "SSL_CTX_set_num_tickets"})
+        found = _symbols(
+            path,
+            {_ANCHOR, "SSL_CTX_ctrl", "SSL_CTX_set_num_tickets", "SSL_CTX_get_num_tickets"},
+        )
         if _ANCHOR not in found or "SSL_CTX_ctrl" not in found:
             return None
         library = ctypes.CDLL(str(path))
@@ -120,16 +123,28 @@ def ticket_key_control() -> TicketKeyControl | None:
         ctrl = ctypes.CFUNCTYPE(
             ctypes.c_long, ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p
         )(base + found["SSL_CTX_ctrl"])
-        num_tickets = None
-        if "SSL_CTX_set_num_tickets" in found:
-            num_tickets = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t)(
-                base + found["SSL_CTX_set_num_tickets"]
-            )
-        control = TicketKeyControl(ctrl, num_tickets)
         scratch = SSL.Context(SSL.TLS_SERVER_METHOD)
+        control = TicketKeyControl(ctrl, _num_tickets(base, found, scratch))
         probe = new_key()
         if not control.set_key(scratch, probe) or control.get_key(scratch) != probe:
             return None
         return control
     except Exception:  # another wheel, platform or layout: full handshakes, as before
         return None
+
+
+def _num_tickets(base: int, found: dict[str, int], scratch: Any) -> Callable[..., int] | None:
+    """SSL_CTX_set_num_tickets, once a count set with it reads back through
+    SSL_CTX_get_num_tickets (else OpenSSL's default of two tickets stays)."""
+    if "SSL_CTX_set_num_tickets" not in found or "SSL_CTX_get_num_tickets" not in found:
+        return None
+    setter = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t)(
+        base + found["SSL_CTX_set_num_tickets"]
+    )
+    getter = ctypes.CFUNCTYPE(ctypes.c_size_t, ctypes.c_void_p)(
+        base + found["SSL_CTX_get_num_tickets"]
+    )
+    pointer = TicketKeyControl._pointer(scratch)
+    if getter(pointer) != 2 or setter(pointer, 3) != 1 or getter(pointer) != 3:
+        return None
+    return setter

@@ -121,6 +121,21 @@ def server_context(
     return ctx, certs[0]
 
 
+class ConnectionOwner:
+    """What the callbacks of a Connection report to its owner (the worker's
+    ``ClientConnection`` has the same attributes)."""
+
+    __slots__ = ("hellos", "refused", "staple")
+
+    def __init__(self) -> None:
+        self.staple = NOT_REQUESTED
+        """SERVED / NOT_SERVED once the OCSP callback ran."""
+        self.hellos = 0
+        """ClientHellos the SNI callback saw (two after a HelloRetryRequest)."""
+        self.refused = False
+        """The handshake must not be used, whatever OpenSSL concludes."""
+
+
 class CertificateStore:
     """All certificates a worker serves, and the SNI and OCSP callbacks over them."""
 
@@ -240,8 +255,9 @@ class CertificateStore:
     def new_connection(self, owner: object, hello: bytes | None) -> SSL.Connection | None:
         """A server-side Connection over memory BIOs, made on the Context of the host that
         ``hello`` (the first record from the client) names, so that OpenSSL checks a session
-        ticket against that host's session-id context; ``owner`` (which must have a
-        ``staple`` attribute) learns from the OCSP callback whether a staple was served."""
+        ticket against that host's session-id context. ``owner`` (a ``ConnectionOwner``)
+        learns from the callbacks whether a staple was served, and whether the handshake
+        must be refused even though OpenSSL completes it."""
         if self.default is None:
             return None
         name = client_hello.server_name(hello) if hello else None
@@ -272,13 +288,25 @@ class CertificateStore:
         return self.strict and entry.must_staple and not entry.staple.valid(self.clock())
 
     def _on_servername(self, conn: SSL.Connection) -> None:
-        if conn.get_context() is not self._lobby:
-            # new_connection picked the Context from this very name (and OpenSSL accepted a
-            # ticket, if any, for it); in a TLS 1.2 resumption OpenSSL would now report the
-            # session's own name, which must not move the connection.
+        current, state = conn.get_context(), conn.get_app_data()
+        state.hellos += 1
+        if current is not self._lobby and state.hellos == 1:
+            # new_connection picked the Context from this very ClientHello (and OpenSSL
+            # accepted a ticket, if any, for it); in a TLS 1.2 resumption OpenSSL would now
+            # report the session's own name, which must not move the connection.
             return
         entry = self.lookup(conn.get_servername())
-        conn.set_context(self._refuse if entry is None or self._refused(entry) else entry.context)
+        if current is self._lobby:
+            refused = entry is None or self._refused(entry)
+            conn.set_context(self._refuse if refused else entry.context)  # type: ignore[union-attr]
+            return
+        # The second ClientHello, after a HelloRetryRequest (TLS 1.3): OpenSSL checked its
+        # ticket against the first one's host, so it must name that host, which must still
+        # be served. Otherwise the handshake is refused; a resumption needs no certificate,
+        # so the connection is told (``refused``) and aborted once OpenSSL is done.
+        if entry is None or entry.context is not current or self._refused(entry):
+            state.refused = True
+            conn.set_context(self._refuse)
 
     def _on_status(self, conn: SSL.Connection, staple: Staple | None) -> bytes:
         state = conn.get_app_data()
@@ -316,8 +344,9 @@ try:
             "BIO_write",
         )
     )
+    _REUSED = hasattr(_lib, "SSL_session_reused")
 except ImportError:  # pragma: no cover - depends on pyOpenSSL internals
-    _FAST = False
+    _FAST = _REUSED = False
 
 _WANT_READ, _ZERO_RETURN = 2, 6
 _BUFSIZE = 256 * 1024
@@ -327,7 +356,7 @@ VERSIONS = {0x0303: "TLSv1.2", 0x0304: "TLSv1.3"}
 
 def resumed(conn: SSL.Connection) -> bool:
     """The handshake resumed a session (no certificate was sent, so no staple either)."""
-    return _FAST and bool(_lib.SSL_session_reused(conn._ssl))
+    return _REUSED and bool(_lib.SSL_session_reused(conn._ssl))
 
 
 def feed(conn: SSL.Connection, data: bytes) -> None:

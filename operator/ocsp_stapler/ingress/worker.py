@@ -178,8 +178,8 @@ class ClientConnection(asyncio.Protocol):
     """
 
     __slots__ = (
-        "closing", "conn", "deadline", "handshook", "hello", "lingering", "peer_closed", "session",
-        "staple", "tls", "transport", "worker",
+        "closing", "conn", "deadline", "handshook", "hello", "hellos", "lingering", "peer_closed",
+        "refused", "session", "staple", "tls", "transport", "worker",
     )  # fmt: skip
 
     def __init__(self, worker: Worker, *, tls: bool) -> None:
@@ -195,6 +195,9 @@ class ClientConnection(asyncio.Protocol):
         self.session: Session | None = None
         self.closing = False
         self.staple = NOT_REQUESTED
+        self.hellos = 0
+        self.refused = False
+        """Set by the SNI callback: the handshake is not to be used (tls.ConnectionOwner)."""
         self.deadline = 0.0
         """Monotonic time by which the handshake (then the first request) must progress."""
 
@@ -240,26 +243,8 @@ class ClientConnection(asyncio.Protocol):
             return
         if data:
             tls.feed(conn, data)
-        if not self.handshook:
-            try:
-                done = tls.handshake(conn)
-            except SSL.Error:
-                self._send_pending()
-                self.worker.metrics.failures += 1
-                self.abort()
-                return
-            if not done:
-                self._send_pending()
-                return
-            self.handshook = True
-            self.worker.metrics.handshake(
-                tls.VERSIONS.get(conn.get_protocol_version(), "other"),
-                RESUMED if tls.resumed(conn) else self.staple,
-            )
-            if conn.get_servername() is None and self.worker.store.refuses_without_sni():
-                self.abort()
-                return
-            self.deadline = self.worker.loop_time() + self.worker.settings.proxy.header_timeout
+        if not self.handshook and not self._handshake(conn):
+            return
         try:
             plain, closed = tls.read_plaintext(conn)
         except SSL.Error:
@@ -273,6 +258,34 @@ class ClientConnection(asyncio.Protocol):
             # write less per connection), not a close_notify of our own.
             self.peer_closed = True
             self.eof_received()
+
+    def _handshake(self, conn: SSL.Connection) -> bool:
+        """Advance the handshake; True once it is done and the connection is to be served."""
+        try:
+            done = tls.handshake(conn)
+        except SSL.Error:
+            self._send_pending()  # the alert
+            return self._fail_handshake()
+        if not done:
+            self._send_pending()
+            return False
+        if self.refused:  # by the SNI callback, though OpenSSL completed it (tls.py)
+            return self._fail_handshake()
+        if conn.get_servername() is None and self.worker.store.refuses_without_sni():
+            self.abort()
+            return False
+        self.handshook = True
+        self.worker.metrics.handshake(
+            tls.VERSIONS.get(conn.get_protocol_version(), "other"),
+            RESUMED if tls.resumed(conn) else self.staple,
+        )
+        self.deadline = self.worker.loop_time() + self.worker.settings.proxy.header_timeout
+        return True
+
+    def _fail_handshake(self) -> bool:
+        self.worker.metrics.failures += 1
+        self.abort()
+        return False
 
     def _plaintext(self, data: bytes) -> None:
         session = self.session
