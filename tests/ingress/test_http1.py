@@ -183,6 +183,7 @@ def _request(fields: bytes, version: bytes = b"HTTP/1.1") -> http1.Head:
         (b"Connection: upgrade\r\nUpgrade: a, b/2\r\nUpgrade: c\r\n", b"HTTP/1.1", b"a, b/2, c"),
         (b"Connection: upgrade\r\nUpgrade: h2c, websocket\r\n", b"HTTP/1.1", b"websocket"),
         (b"Connection: upgrade\r\nUpgrade: H2C\r\n", b"HTTP/1.1", None),  # plain HTTP/1.1
+        (b"Connection: upgrade\r\nUpgrade: h2, HTTP/2.0, http/3, ws\r\n", b"HTTP/1.1", b"ws"),
         (b"Upgrade: websocket\r\n", b"HTTP/1.1", None),  # Connection does not name it
         (b"Connection: upgrade\r\n", b"HTTP/1.1", None),  # nothing offered
         (b"Connection: upgrade\r\nUpgrade: websocket\r\n", b"HTTP/1.0", None),  # RFC 9110 7.8

@@ -318,10 +318,11 @@ def forward_head(
 # request that asks to switch protocols (and that the relay then tunnels if the backend agrees
 # with 101) has them restated, with what the proxy will tunnel and nothing else.
 
-NOT_TUNNELLED = frozenset({b"h2c"})
-"""Protocols never offered to a backend: h2c is a second HTTP that the proxy would pass
-unparsed, past its request checks and routing (nginx does not pass it either). The request
-goes on as HTTP/1.1 without it."""
+NOT_TUNNELLED = frozenset({b"h2c", b"h2", b"http"})
+"""Protocols never offered to a backend: h2c (and h2, HTTP/2.0, HTTP/3, which a client has no
+business offering there) are a second HTTP that the proxy would pass unparsed, past its
+request checks and routing (nginx does not pass h2c either). The request goes on as HTTP/1.1
+without them. (``HTTP/1.1`` itself is no protocol to switch to: the same HTTP, unparsed.)"""
 
 
 def _protocols(values: list[bytes], status: int) -> list[bytes]:
@@ -341,7 +342,7 @@ def _protocols(values: list[bytes], status: int) -> list[bytes]:
 
 def upgrade_offer(head: Head) -> bytes | None:
     """The protocols an HTTP/1.1 request with ``Connection: upgrade`` asks to switch to, as
-    the Upgrade value to forward (h2c left out); None for an ordinary request. An HTTP/1.0
+    the Upgrade value to forward (``NOT_TUNNELLED`` left out); None for an ordinary request. An HTTP/1.0
     request's Upgrade is ignored (RFC 9110 7.8); a malformed one is a BadMessage (400)."""
     if head.start[2] != b"HTTP/1.1" or head.get(b"connection") is None:
         return None
