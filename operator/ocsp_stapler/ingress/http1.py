@@ -342,8 +342,9 @@ def _protocols(values: list[bytes], status: int) -> list[bytes]:
 
 def upgrade_offer(head: Head) -> bytes | None:
     """The protocols an HTTP/1.1 request with ``Connection: upgrade`` asks to switch to, as
-    the Upgrade value to forward (``NOT_TUNNELLED`` left out); None for an ordinary request. An HTTP/1.0
-    request's Upgrade is ignored (RFC 9110 7.8); a malformed one is a BadMessage (400)."""
+    the Upgrade value to forward (``NOT_TUNNELLED`` left out); None for an ordinary request.
+    An HTTP/1.0 request's Upgrade is ignored (RFC 9110 7.8); a malformed one is a BadMessage
+    (400)."""
     if head.start[2] != b"HTTP/1.1" or head.get(b"connection") is None:
         return None
     if b"upgrade" not in head.connection_tokens():
