@@ -10,25 +10,23 @@ a handshake carries the certificate, it carries the staple.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import os
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from devcluster.pki import TestPKI
 from OpenSSL import SSL
-from OpenSSL._util import lib as _lib
 
 from ocsp_stapler.ingress import ticket_keys, tls
-from ocsp_stapler.ingress.tls import SERVED, CertificateStore, ConnectionOwner
+from ocsp_stapler.ingress.tls import SERVED, CertificateStore
 from ocsp_stapler.k8s.client import ApiClient
 from support.clocks import utcnow
 from support.ingress_fixtures import Published
 from support.ingresses import IngressProcess, StartIngress, put_staple, s_client, staple_in
+from support.inprocess_tls import RETRYING_CLIENT, handshake, two_host_store
 from support.kube import wait_for
 
 HOST, OTHER = "www.example.test", "shop.example.test"
@@ -46,7 +44,7 @@ def certificate_sent(out: str) -> bool:
     return not reused(out)
 
 
-async def full_handshake(
+async def fullhandshake(
     ingress: IngressProcess, host: str, version: str, sess: Path, *, ticket: bool = True
 ) -> str:
     """A full, stapled handshake whose session (with its ticket) is saved in ``sess``
@@ -86,7 +84,7 @@ async def test_a_ticket_resumes_on_every_worker_even_one_started_after_it(
     await published(HOST, "www-tls")
     ingress = await start(workers=2)
     sess = tmp_path / "session.pem"
-    await full_handshake(ingress, HOST, version, sess)
+    await fullhandshake(ingress, HOST, version, sess)
     # SO_REUSEPORT spreads these over both workers: with a key per worker about half of
     # them would be full handshakes.
     for _ in range(8):
@@ -120,9 +118,9 @@ async def test_a_ticket_for_one_host_never_resumes_another(
     await published(OTHER, "shop-tls")
     ingress = await start(workers=1)
     sess = tmp_path / "session.pem"
-    await full_handshake(ingress, HOST, version, sess)
+    await fullhandshake(ingress, HOST, version, sess)
     other = tmp_path / "other.pem"
-    await full_handshake(ingress, OTHER, version, other)
+    await fullhandshake(ingress, OTHER, version, other)
     # Each host's own ticket resumes (not only the default certificate's) ...
     for host, its_own in ((HOST, sess), (OTHER, other)):
         assert reused(await resume(ingress, host, version, its_own)), host
@@ -151,7 +149,7 @@ async def test_strict_must_staple_refuses_a_resumption_once_the_staple_expired(
     await put_staple(api, namespace, "www-tls", short)
     ingress = await start(workers=1, must_staple_policy="strict")
     sess = tmp_path / "session.pem"
-    await full_handshake(ingress, HOST, version, sess)
+    await fullhandshake(ingress, HOST, version, sess)
     assert reused(await resume(ingress, HOST, version, sess))
 
     async def refused() -> str | None:
@@ -169,7 +167,7 @@ async def test_a_rotated_key_ends_resumption_and_new_tickets_resume_again(
     await published(HOST, "www-tls")
     ingress = await start(workers=2, ticket_key_rotation_seconds="2")
     sess = tmp_path / "session.pem"
-    await full_handshake(ingress, HOST, "-tls1_3", sess)
+    await fullhandshake(ingress, HOST, "-tls1_3", sess)
 
     async def not_resumed() -> bool:
         return not reused(await resume(ingress, HOST, "-tls1_3", sess))
@@ -180,7 +178,7 @@ async def test_a_rotated_key_ends_resumption_and_new_tickets_resume_again(
     async def resumes_again() -> bool:
         fresh = tmp_path / "fresh.pem"
         fresh.unlink(missing_ok=True)
-        await full_handshake(ingress, HOST, "-tls1_3", fresh)
+        await fullhandshake(ingress, HOST, "-tls1_3", fresh)
         return reused(await resume(ingress, HOST, "-tls1_3", fresh))
 
     await wait_for(resumes_again, timeout=15, what="a new ticket to resume")
@@ -193,7 +191,7 @@ async def test_with_session_tickets_off_every_handshake_is_full(
     ingress = await start(workers=1, session_tickets="false")
     for version in VERSIONS:
         sess = tmp_path / f"session{version}.pem"
-        out = await full_handshake(ingress, HOST, version, sess, ticket=False)
+        out = await fullhandshake(ingress, HOST, version, sess, ticket=False)
         # No ticket, no resumable session id (no session cache): nothing to offer back.
         assert "TLS session ticket:" not in out, out
         assert not sess.exists(), version
@@ -220,99 +218,18 @@ def test_a_file_that_is_not_elf_has_no_symbols(tmp_path: Path) -> None:
 # ------------------------------------------------- in process: where a connection starts
 
 
-def _store(pki: TestPKI) -> CertificateStore:
-    store = CertificateStore()
-    assert store.set_ticket_key(ticket_keys.new_key(), 3600)
-    now = utcnow().replace(microsecond=0)
-    certs = {}
-    for host in (HOST, OTHER):
-        leaf = pki.leaf(host)
-        staple = pki.response(leaf, this_update=now, next_update=now + datetime.timedelta(hours=1))
-        certs[host] = {
-            "version": "1", "chain": pki.chain_pem(leaf).decode(),
-            "key": leaf.key_pem.decode(), "hosts": [host], "staple": staple.hex(),
-            "staple_expires": time.time() + 3600,
-        }  # fmt: skip
-    assert store.apply(certs, HOST) == []
-    return store
-
-
-def _split_records(flight: bytes) -> bytes:
-    """The same ClientHello, its handshake message split over two records."""
-    body = flight[5 : 5 + int.from_bytes(flight[3:5], "big")]
-    half = len(body) // 2
-    return (
-        b"".join(
-            flight[:3] + len(part).to_bytes(2, "big") + part for part in (body[:half], body[half:])
-        )
-        + flight[5 + len(body) :]
-    )
-
-
-_CLIENT = SSL.Context(SSL.TLS_CLIENT_METHOD)  # a client's sessions resume on its own Context
-# Key shares for P-384 only, which the server ranks below X25519: it answers the first
-# ClientHello with a HelloRetryRequest, and the client sends a second one.
-_RETRYING_CLIENT = SSL.Context(SSL.TLS_CLIENT_METHOD)
-assert _lib.SSL_CTX_set1_curves_list(_RETRYING_CLIENT._context, b"P-384:X25519") == 1
-
-
-def _handshake(
-    store: CertificateStore, host: str, session: SSL.Session | None, *, split: bool = False,
-    client_ctx: SSL.Context = _CLIENT, retry_as: str | None = None,
-    before_retry: Callable[[], None] = lambda: None,
-) -> tuple[SSL.Connection, SSL.Connection, ConnectionOwner, bool]:  # fmt: skip
-    """A handshake between a pyOpenSSL client and the store, as a worker runs it: the
-    client, the server, what the callbacks told the owner, and whether OpenSSL completed it.
-    ``retry_as``: the name the client's second ClientHello (after a HelloRetryRequest)
-    sends, after ``before_retry`` ran."""
-    client = SSL.Connection(client_ctx, None)
-    client.set_connect_state()
-    client.set_tlsext_host_name(host.encode())
-    client.request_ocsp()
-    if session is not None:
-        client.set_session(session)
-    owner, server, done = ConnectionOwner(), None, False
-    for _ in range(8):
-        with contextlib.suppress(SSL.WantReadError):
-            client.do_handshake()
-        flight = tls.pending_output(client)
-        if server is None:
-            flight = _split_records(flight) if split else flight
-            server = store.new_connection(owner, flight)
-            assert server is not None
-        elif retry_as is not None:
-            before_retry()
-        tls.feed(server, flight)
-        try:
-            done = tls.handshake(server)
-        except SSL.Error:
-            break
-        answer = tls.pending_output(server)
-        if answer:  # nothing after the client's Finished when no ticket is sent
-            client.bio_write(answer)
-        if retry_as is not None and owner.hellos == 1:
-            client.set_tlsext_host_name(retry_as.encode())
-        if done:
-            break
-    assert server is not None
-    with contextlib.suppress(SSL.Error):
-        client.do_handshake()
-        client.recv(1)  # the TLS 1.3 ticket comes after the handshake
-    return client, server, owner, done
-
-
 def test_a_hello_that_cannot_be_read_first_still_gets_its_certificate_and_never_resumes(
     pki: TestPKI,
 ) -> None:
-    store = _store(pki)
-    client, server, owner, _ = _handshake(store, OTHER, None)
+    store = two_host_store(pki)
+    client, server, owner, _ = handshake(store, OTHER, None)
     assert server.get_context() is store.entries[OTHER].context
     assert owner.staple == SERVED
     ticket = client.get_session()
-    assert tls.resumed(_handshake(store, OTHER, ticket)[1])
+    assert tls.resumed(handshake(store, OTHER, ticket)[1])
     # Split over two records, the ClientHello's name is left to OpenSSL: SNI still picks the
     # certificate (stapled), and no ticket resumes from there.
-    client, server, owner, _ = _handshake(store, OTHER, ticket, split=True)
+    client, server, owner, _ = handshake(store, OTHER, ticket, split=True)
     assert not tls.resumed(server)
     assert server.get_context() is store.entries[OTHER].context
     assert owner.staple == SERVED
@@ -323,21 +240,21 @@ def test_after_a_hello_retry_the_second_hello_must_name_the_same_host(pki: TestP
     """OpenSSL checks a ticket against the host of the first ClientHello (the one read
     first); a client that names another host in its second one, after a HelloRetryRequest,
     is refused, resumed or not."""
-    store = _store(pki)
-    client, *_ = _handshake(store, OTHER, None, client_ctx=_RETRYING_CLIENT)
+    store = two_host_store(pki)
+    client, *_ = handshake(store, OTHER, None, client_ctx=RETRYING_CLIENT)
     ticket = client.get_session()
-    _, server, owner, done = _handshake(store, OTHER, ticket, client_ctx=_RETRYING_CLIENT)
+    _, server, owner, done = handshake(store, OTHER, ticket, client_ctx=RETRYING_CLIENT)
     assert done
     assert owner.hellos == 2
     assert tls.resumed(server)
     assert not owner.refused
-    _, server, owner, done = _handshake(
-        store, OTHER, ticket, client_ctx=_RETRYING_CLIENT, retry_as=HOST
+    _, server, owner, done = handshake(
+        store, OTHER, ticket, client_ctx=RETRYING_CLIENT, retry_as=HOST
     )
     assert owner.hellos == 2
     assert owner.refused  # OpenSSL completes the resumption: the worker aborts it
-    _, server, owner, done = _handshake(
-        store, OTHER, None, client_ctx=_RETRYING_CLIENT, retry_as=HOST
+    _, server, owner, done = handshake(
+        store, OTHER, None, client_ctx=RETRYING_CLIENT, retry_as=HOST
     )
     assert owner.refused
     assert not done  # a full handshake: no certificate to send
@@ -358,7 +275,7 @@ def test_strict_must_staple_is_checked_again_on_the_second_hello(pki: TestPKI) -
         "hosts": [HOST], "staple": staple.hex(), "staple_expires": now[0] + 60,
     }  # fmt: skip
     assert store.apply({HOST: entry}, HOST) == []
-    _, _, owner, done = _handshake(store, HOST, None, client_ctx=_RETRYING_CLIENT)
+    _, _, owner, done = handshake(store, HOST, None, client_ctx=RETRYING_CLIENT)
     assert done
     assert owner.staple == SERVED
     assert owner.hellos == 2
@@ -366,8 +283,8 @@ def test_strict_must_staple_is_checked_again_on_the_second_hello(pki: TestPKI) -
     def expire() -> None:
         now[0] += 120
 
-    _, _, owner, done = _handshake(
-        store, HOST, None, client_ctx=_RETRYING_CLIENT, retry_as=HOST, before_retry=expire
+    _, _, owner, done = handshake(
+        store, HOST, None, client_ctx=RETRYING_CLIENT, retry_as=HOST, before_retry=expire
     )
     assert owner.refused
     assert not done

@@ -271,7 +271,7 @@ class ClientConnection(asyncio.Protocol):
             return False
         if self.refused:  # by the SNI callback, though OpenSSL completed it (tls.py)
             return self._fail_handshake()
-        if conn.get_servername() is None and self.worker.store.refuses_without_sni():
+        if self.worker.store.refuses_without_sni() and conn.get_servername() is None:
             self.abort()
             return False
         self.handshook = True
