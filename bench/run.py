@@ -1222,25 +1222,48 @@ py-spy for the Python side.
   What bounds the rest is the interpreter, ~25 µs of bytecode per request,
   next to a kernel share that alone is about nginx's whole cost: 2× nginx (~35 µs) would need
   the Python per request cut to a third, i.e. the relay loop in compiled code.
-- **Handshakes, ECDSA ~1.6–1.9×, RSA ~1.25–1.5× nginx (across runs).** perf (TLS 1.2, ECDSA):
-  OpenSSL's own code is ~49% of the worker's CPU, about 220 µs per handshake, close to nginx's
-  whole handshake here; the kernel ~18%, libc's malloc/free ~10% (mostly OpenSSL's allocations),
+- **Full handshakes, ECDSA ~1.35–1.6×, RSA ~1.05–1.25× nginx (across runs; 1.6–1.9× and
+  1.25–1.5× before 2026-12-06).** Since issue #17 nginx runs the usual way
+  (`ssl_session_tickets on`, `ssl_session_cache shared:SSL:10m`: it now stores every TLS 1.2
+  session in its shared cache and sends TLS 1.3 tickets), and so do we (one ticket per TLS
+  1.3 handshake); the ciphers are Mozilla's intermediate list in the client's order, so Go
+  picks AES-128-GCM with SHA-256 transcripts (before: AES-256-GCM-SHA384 by server
+  preference, a SHA-512 core that SHA-NI does not run). perf (TLS 1.2, ECDSA): OpenSSL's
+  own code is ~49% of the worker's CPU, about 220 µs per handshake, close to nginx's whole
+  handshake here; the kernel ~18%, libc's malloc/free ~10% (mostly OpenSSL's allocations),
   and Python, cffi and uvloop together ~19%. Two reasons the same C costs more in our worker:
   1. OpenSSL 4 (in the cryptography wheel) parses the staple on every handshake that asks for
      one: a d2i of the whole OCSP response (here a delegated responder's, with its certificate
      inside) and a search for the SingleResponse that matches the certificate, by hashing its
      issuer's name. nginx's OpenSSL 3.0 hands the bytes over as they are. The staple table
-     measures it in-process: 50–66 µs per handshake, a quarter of the gap to nginx.
+     measures it in-process: 50–77 µs per handshake, a quarter of the gap to nginx.
      cryptography's bindings expose neither `SSL_ctrl` nor 3.6's
      `SSL_set0_tlsext_status_ocsp_resp_ex`, so a response parsed once cannot be handed over.
   2. The same OpenSSL code costs ~1.6× more in the live worker (~220 µs) than in a tight
      in-process loop (~140 µs per TLS 1.2 server handshake without a staple or callbacks):
      between OpenSSL's calls the interpreter and the kernel evict its caches, which nginx's
      small loop does not.
-  Fixed so far: no exception, task or timer per handshake; no session tickets; no ALPN
-  callback; uvloop; and no close_notify of our own after the client's (one write less per
-  connection, as nginx does). glibc malloc tunables (a larger tcache, no trimming) changed
+  Fixed so far: no exception, task or timer per handshake; no ALPN callback; uvloop; no
+  close_notify of our own after the client's (one write less per connection, as nginx
+  does); SHA-256 suites first. glibc malloc tunables (a larger tcache, no trimming) changed
   nothing beyond this machine's noise (±5%).
+- **Resumed handshakes: TLS 1.3 ~1.05–1.3× nginx (target ≤ 1.5×: met); TLS 1.2 ~1.4–1.65×
+  (missed in most runs).** A resumed TLS 1.3 handshake still runs an ECDHE exchange, so
+  OpenSSL's C dominates both servers and the ratio is close to 1. A resumed TLS 1.2
+  handshake is the cheapest thing a TLS server does (nginx: ~100–140 µs of CPU, most of it
+  the kernel's accept, loopback TCP and close), so our fixed cost per connection shows in
+  full. perf on one worker (ECDSA, 3,000 resumptions/s): the kernel 30%, OpenSSL 29%
+  (SSL_new/SSL_free and OpenSSL 3.5's record-layer objects per connection, the ticket's HMAC
+  and AES), the interpreter 23% (~40 µs: the Protocol, reading the ClientHello's name, the
+  pyOpenSSL Connection, the SNI callback, the metrics), libc's malloc/free 12% (mostly
+  OpenSSL's), uvloop 4%, cffi 2%. In-process, the worker's whole per-connection path
+  (without sockets) costs ~73 µs. What would close the rest is the per-connection Python
+  (a Connection made without pyOpenSSL's wrapper, no Python SNI callback for a name read
+  first), i.e. compiled code. Reading the ClientHello's name ourselves (so that a ticket
+  is checked against its own host's session-id context) costs ~4 µs per connection.
+  `SSL_MODE_RELEASE_BUFFERS` (as nginx sets it) cut an idle connection from ~36 KiB to
+  ~9–17 KiB but made a proxied request 10–20% dearer (a buffer allocated and cleansed per
+  record): left off.
 - **Operator**: py-spy found 45% of its CPU rendering /metrics (five status series per Secret,
   scraped every 1 s by this benchmark); one series per Secret and a 1 s poll brought 10,000
   Secrets from 173 s to ~60 s; one shared object per issuer and a digest in place of each

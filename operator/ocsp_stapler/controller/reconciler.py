@@ -752,26 +752,18 @@ class Reconciler:
             return
         try:
             if not record.staple_object_created:
-                collection = resource_path(
-                    api_version=CRD_API_VERSION, plural=CRD_PLURAL, namespace=record.ref.namespace
-                )
-                try:
-                    created = await self.api.create(collection, staple_object(record))
-                    record.staple_generation = _generation(created, record.staple_generation)
-                except Conflict:
+                existing = await self._existing_or_created(record)
+                if not self.crd_available:
+                    return
+                if existing is not None:
                     # It exists (a restart, a takeover): keep its Ready transition time when
                     # Ready is unchanged, and write nothing if its status is already this.
-                    existing = await self.api.get(self._staple_path(record.ref))
                     status, unchanged = self._status_against(record, existing)
                     digest = hash(json.dumps(status, sort_keys=True))
                     if unchanged:
                         record.staple_object_created = True
                         self._published(record, status, digest)
                         return
-                except NotFound as exc:
-                    self.crd_available = False
-                    logger.error("OCSPStaple CRD not installed; status is not reported: %s", exc)
-                    return
                 record.staple_object_created = True
             patched = await self.api.patch(
                 self._staple_path(record.ref, "status"), {"status": status}
@@ -786,6 +778,33 @@ class Reconciler:
             logger.warning("could not report status of %s: %s", record.ref, exc)
             return
         self._published(record, status, digest)
+
+    async def _existing_or_created(self, record: SecretRecord) -> JsonObject | None:
+        """The Secret's OCSPStaple as an earlier run left it, or None once it is created now.
+
+        A Secret with the operator's own staple annotation was handled by an earlier run (a
+        restart, a takeover), so its OCSPStaple is read first: at 10,000 Secrets a restart
+        then costs one request each when the status is already right, not a create refused
+        with Conflict and a read. Any other Secret's is created first."""
+        path = self._staple_path(record.ref)
+        if record.view.staple_cert_sha256 is not None:
+            try:
+                return await self.api.get(path)
+            except NotFound:
+                pass  # removed since (or the CRD is missing: the create says which)
+        collection = resource_path(
+            api_version=CRD_API_VERSION, plural=CRD_PLURAL, namespace=record.ref.namespace
+        )
+        try:
+            created = await self.api.create(collection, staple_object(record))
+        except Conflict:
+            return await self.api.get(path)
+        except NotFound as exc:
+            self.crd_available = False
+            logger.error("OCSPStaple CRD not installed; status is not reported: %s", exc)
+            return None
+        record.staple_generation = _generation(created, record.staple_generation)
+        return None
 
     @staticmethod
     def _published(record: SecretRecord, status: dict[str, Any], digest: int) -> None:
