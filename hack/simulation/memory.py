@@ -20,6 +20,7 @@ selectors, admission, defaulting and garbage collection (``delete`` removes one 
 
 from __future__ import annotations
 
+import collections
 import itertools
 import uuid
 from collections.abc import Callable
@@ -142,6 +143,8 @@ class MemoryApi:
         self._watchers: list[Watcher] = []
         self._clock = clock or (lambda: "2026-01-01T00:00:00Z")
         self.writes = 0
+        self.requests: collections.Counter[tuple[str, str]] = collections.Counter()
+        """(verb, plural) -> requests made, answered or refused (what a client costs)."""
 
     def watch(self, watcher: Watcher) -> None:
         self._watchers.append(watcher)
@@ -164,10 +167,12 @@ class MemoryApi:
         return obj
 
     async def get(self, path: str, **params: str) -> JsonObject:
+        self.requests["get", _split(path)[1]] += 1
         return self._stored(path)[4]
 
     async def create(self, path: str, body: JsonObject) -> JsonObject:
         collection, plural, _name, _sub = _split(path)
+        self.requests["create", plural] += 1
         obj = _copy(body)
         meta = obj.setdefault("metadata", {})
         name = meta.get("name")
@@ -186,6 +191,7 @@ class MemoryApi:
         return self._store(collection, plural, obj, "ADDED")
 
     async def patch(self, path: str, body: Any, *, patch_type: PatchType = "merge") -> JsonObject:
+        self.requests["patch", _split(path)[1]] += 1
         collection, plural, _name, sub, current = self._stored(path)
         if patch_type == "json":
             updated = apply_json_patch(current, list(body))
@@ -207,6 +213,7 @@ class MemoryApi:
         return self._store(collection, plural, updated, "MODIFIED")
 
     async def delete(self, path: str) -> JsonObject:
+        self.requests["delete", _split(path)[1]] += 1
         collection, plural, name, _sub, current = self._stored(path)
         del self.objects[collection][name]
         self.writes += 1

@@ -47,10 +47,12 @@ class HandDriven:
         behaviour: Behaviour | None = None,
         fetch: Fetch | None = None,
         settings: OperatorSettings | None = None,
+        api: MemoryApi | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.start = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
-        self.api = MemoryApi()
+        self.api = api or MemoryApi()
+        """Another operator's ``api``: this one is that one restarted (``adopt`` what is there)."""
         self.network = SimNetwork()
         self.ca = self.network.add(
             SimCA("hand", clock=self.now, behaviour=behaviour or Behaviour(), start=self.start)
@@ -90,6 +92,13 @@ class HandDriven:
             digest = hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).hexdigest()
             body["metadata"]["annotations"][STAPLE_CERT_SHA256] = digest
         await self.api.create(self.path(namespace), body)
+
+    async def adopt(self) -> None:
+        """What kopf does at start: every Secret already there is seen once."""
+        for collection, objects in list(self.api.objects.items()):
+            if collection.endswith("/secrets"):
+                for obj in list(objects.values()):
+                    await self.reconciler.observe("ADDED", obj)
 
     def secret(self, namespace: str, name: str) -> dict[str, Any]:
         return self.api.objects[self.path(namespace)][name]
