@@ -255,7 +255,8 @@ class Scheduler(Generic[K]):
             if key in self._rerun:
                 self._rerun.discard(key)
                 self.run_now(key)
+            # A free worker is given the next queued key here, so the dispatch loop sleeps on:
+            # it wakes only for an earlier due time (``schedule``), not once per finished run.
             self._dispatch()
-            self._wake.set()
             if not self._queued and not self._running:
                 self._idle.set()
