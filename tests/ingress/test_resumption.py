@@ -20,7 +20,9 @@ import pytest
 from devcluster.pki import TestPKI
 from OpenSSL import SSL
 
+from ocsp_stapler.config import ConfigError
 from ocsp_stapler.ingress import ticket_keys, tls
+from ocsp_stapler.ingress.settings import IngressSettings
 from ocsp_stapler.ingress.tls import SERVED, CertificateStore
 from ocsp_stapler.k8s.client import ApiClient
 from support.clocks import utcnow
@@ -288,3 +290,12 @@ def test_strict_must_staple_is_checked_again_on_the_second_hello(pki: TestPKI) -
     )
     assert owner.refused
     assert not done
+
+
+@pytest.mark.parametrize("seconds", [0.5, 604801, float("inf"), float("nan")])
+def test_a_rotation_no_ticket_may_live_is_refused_at_start(seconds: float) -> None:
+    """The rotation is the tickets' lifetime (at most 7 days, RFC 8446); a value no Context
+    could take would otherwise leave every certificate of every worker unloadable."""
+    with pytest.raises(ConfigError):
+        IngressSettings(ticket_key_rotation_seconds=seconds).validate()
+    IngressSettings(ticket_key_rotation_seconds=604800).validate()  # the longest allowed

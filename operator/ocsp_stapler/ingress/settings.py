@@ -8,6 +8,7 @@ from typing import Literal
 from ocsp_stapler.config import ConfigError
 from ocsp_stapler.ingress.cgroups import default_workers
 from ocsp_stapler.ingress.proxying import ProxySettings
+from ocsp_stapler.ingress.ticket_keys import MAX_TICKET_LIFETIME
 from ocsp_stapler.ingress.worker import WorkerSettings
 from ocsp_stapler.names import INGRESS_CLASS, INGRESS_CONTROLLER, STAPLE_KEY
 
@@ -70,8 +71,11 @@ class IngressSettings:
             port = getattr(self, name)
             if not 0 <= port <= 65535:
                 raise ConfigError(f"OCSP_STAPLER_{name.upper()}={port}: not a port")
-        if self.ticket_key_rotation_seconds < 1:
-            raise ConfigError("OCSP_STAPLER_TICKET_KEY_ROTATION_SECONDS must be at least 1")
+        if not 1 <= self.ticket_key_rotation_seconds <= MAX_TICKET_LIFETIME:  # also NaN
+            raise ConfigError(
+                "OCSP_STAPLER_TICKET_KEY_ROTATION_SECONDS must be between 1 and 604800 (the "
+                "rotation is the tickets' lifetime: RFC 8446 allows 7 days at most)"
+            )
         if self.shutdown_delay_seconds < 0 or self.drain_timeout_seconds < 0:
             raise ConfigError("the shutdown delay and the drain timeout cannot be negative")
         if self.workers < 0 or self.max_connections < 1 or self.max_headers < 1:

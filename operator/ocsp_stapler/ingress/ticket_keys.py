@@ -22,6 +22,7 @@ tickets made before it (one full handshake per client per rotation).
 from __future__ import annotations
 
 import ctypes
+import mmap
 import os
 import struct
 from collections.abc import Callable
@@ -34,6 +35,8 @@ from OpenSSL import SSL
 from OpenSSL._util import ffi
 
 KEY_BYTES = 80
+MAX_TICKET_LIFETIME = 604800
+"""Seconds a ticket may live (RFC 8446 §4.6.1): the longest key rotation."""
 """16 bytes of key name, 32 of HMAC key, 32 of AES key (OpenSSL's layout)."""
 _SET_KEYS, _GET_KEYS = 59, 58  # SSL_CTRL_SET_TLSEXT_TICKET_KEYS / _GET_
 _ANCHOR = "PyInit__rust"
@@ -46,8 +49,11 @@ def new_key() -> bytes:
 def _symbols(path: Path, wanted: set[str]) -> dict[str, int]:
     """The values (addresses relative to the load base) of ``wanted`` in an ELF64
     little-endian file's .symtab; only what is found."""
-    with path.open("rb") as f:
-        data = f.read()
+    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        return _symbols_in(data, wanted)  # mapped, not read: only what is looked at pages in
+
+
+def _symbols_in(data: mmap.mmap, wanted: set[str]) -> dict[str, int]:
     if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
         return {}
     (shoff,) = struct.unpack_from("<Q", data, 0x28)
@@ -64,7 +70,7 @@ def _symbols(path: Path, wanted: set[str]) -> dict[str, int]:
             name_at, info, _other, shndx, value, _size = struct.unpack_from("<IBBHQQ", data, at)
             if info & 0xF != 2 or shndx == 0:  # functions that are defined here
                 continue
-            end = data.index(b"\0", strings + name_at)
+            end = data.find(b"\0", strings + name_at)
             name = data[strings + name_at : end].decode("ascii", "replace")
             if name in wanted:
                 found[name] = value

@@ -190,8 +190,9 @@ class CertificateStore:
             control.set_key(ctx, self.ticket_key)
             ctx.set_timeout(max(1, int(self.ticket_lifetime)))
             # A session resumes only for the certificate (and version) it was made with:
-            # OpenSSL compares this id after SNI picked the context, so a ticket for one
-            # host never resumes on another, nor after the certificate changed.
+            # OpenSSL compares this id with the Context the Connection was made on, which
+            # new_connection picks from the ClientHello's name, so a ticket for one host
+            # never resumes on another, nor after the certificate changed.
             ctx.set_session_id(hashlib.sha256(leaf.fingerprint(hashes.SHA256())).digest()[:32])
         return ctx, must_staple(leaf)
 
@@ -304,8 +305,10 @@ class CertificateStore:
             return
         entry = self.lookup(conn.get_servername())
         if current is self._lobby:
-            refused = entry is None or self._refused(entry)
-            conn.set_context(self._refuse if refused else entry.context)  # type: ignore[union-attr]
+            if entry is None or self._refused(entry):
+                conn.set_context(self._refuse)
+            else:
+                conn.set_context(entry.context)
             return
         # The second ClientHello, after a HelloRetryRequest (TLS 1.3): OpenSSL checked its
         # ticket against the first one's host, so it must name that host, which must still
@@ -325,8 +328,7 @@ class CertificateStore:
 
     def refuses_without_sni(self) -> bool:
         """Strict must-staple for the default certificate applies to clients without SNI too."""
-        d = self.default
-        return d is not None and self.strict and d.must_staple and not d.staple.valid(self.clock())
+        return self.default is not None and self._refused(self.default)
 
 
 # --- Fast paths over pyOpenSSL's memory BIOs -------------------------------------------------

@@ -38,7 +38,8 @@ from ocsp_stapler.ingress import channel, client_hello, tls
 from ocsp_stapler.ingress.metrics import WorkerMetrics
 from ocsp_stapler.ingress.proxying import ProxySettings, RedirectSession, Relay
 from ocsp_stapler.ingress.routes import RouteTable, table_from_wire
-from ocsp_stapler.ingress.tls import NOT_REQUESTED, RESUMED, CertificateStore
+from ocsp_stapler.ingress.ticket_keys import MAX_TICKET_LIFETIME
+from ocsp_stapler.ingress.tls import RESUMED, CertificateStore, ConnectionOwner
 
 logger = logging.getLogger("ocsp_stapler.ingress.worker")
 
@@ -137,6 +138,8 @@ class Worker:
         try:
             key = bytes.fromhex(message["ticket_key"])
             lifetime = float(message.get("lifetime") or 0.0)
+            if not 0 <= lifetime <= MAX_TICKET_LIFETIME:  # NaN too: no Context could take it
+                raise ValueError(lifetime)
         except (TypeError, ValueError):
             logger.warning("an unreadable session-ticket key; the previous one stays")
             return
@@ -168,7 +171,7 @@ class Session(Protocol):  # what serves a connection once its first plaintext by
     def expire(self, now: float) -> None: ...
 
 
-class ClientConnection(asyncio.Protocol):
+class ClientConnection(ConnectionOwner, asyncio.Protocol):
     """A client connection (TLS, or plain for the redirect listener).
 
     Kept lean for the handshake path, the ingress's hottest code: no task, no timer and no
@@ -178,11 +181,12 @@ class ClientConnection(asyncio.Protocol):
     """
 
     __slots__ = (
-        "closing", "conn", "deadline", "handshook", "hello", "hellos", "lingering", "peer_closed",
-        "refused", "session", "staple", "tls", "transport", "worker",
+        "closing", "conn", "deadline", "handshook", "hello", "lingering", "peer_closed",
+        "session", "tls", "transport", "worker",
     )  # fmt: skip
 
     def __init__(self, worker: Worker, *, tls: bool) -> None:
+        super().__init__()  # what the TLS callbacks report: staple, hellos, refused
         self.worker = worker
         self.tls = tls
         self.transport: asyncio.Transport | None = None
@@ -194,10 +198,6 @@ class ClientConnection(asyncio.Protocol):
         self.lingering = False
         self.session: Session | None = None
         self.closing = False
-        self.staple = NOT_REQUESTED
-        self.hellos = 0
-        self.refused = False
-        """Set by the SNI callback: the handshake is not to be used (tls.ConnectionOwner)."""
         self.deadline = 0.0
         """Monotonic time by which the handshake (then the first request) must progress."""
 
